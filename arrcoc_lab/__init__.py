@@ -1,0 +1,17 @@
+"""ARR-COC Lab: query-aware adaptive visual-token compression for vision-language models.
+
+    from arrcoc_lab import load_pipeline
+    pipe = load_pipeline("lab")
+    out = pipe(image, "What's the formula on the billboard?", budget=64, policy="arrcoc")
+"""
+from .errors import CheckpointError, InputError, InterfaceError
+
+__all__ = ["load_pipeline", "Pipeline", "PipelineOutput", "InputError", "CheckpointError", "InterfaceError"]
+__version__ = "0.1.0"
+
+
+def __getattr__(name):  # heavy imports (torch, transformers) only when the pipeline is used
+    if name in ("load_pipeline", "Pipeline", "PipelineOutput", "UntrainedWeightsWarning"):
+        from . import pipeline
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'arrcoc_lab' has no attribute {name!r}")

@@ -1,0 +1,135 @@
+"""`arrcoc-lab` command line: demo and inspect (more subcommands arrive with their issues).
+
+    arrcoc-lab demo                          # the seeds' example: one image, two questions
+    arrcoc-lab inspect IMAGE "QUESTION" --budget 64 --policy arrcoc --out alloc.png
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+log = logging.getLogger("arrcoc_lab")
+
+
+def _pipe(args):
+    from .pipeline import load_pipeline
+
+    kwargs = {}
+    if args.preset == "paper":
+        kwargs = {k: getattr(args, k) for k in ("sam_checkpoint", "clip_pretrained", "llm_path") if getattr(args, k, None)}
+    return load_pipeline(args.preset, weights=args.weights, config=args.config, device=args.device, **kwargs)
+
+
+def _budget(text):
+    if text is None or text in ("fast", "balanced", "accurate"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"budget must be an integer or fast/balanced/accurate, got {text!r}")
+
+
+def _report(out, expected: str | None = None) -> str:
+    lines = [f"Q: {out.query}",
+             f"A: {out.answer!r}" + (f"   (reference: {expected!r})" if expected is not None else ""),
+             f"   policy {out.policy}, budget {out.budget}, {out.num_tokens} visual tokens "
+             f"({out.compression_ratio:.1f}x fewer than full {out.full_tokens})"
+             + (f", tier {out.tier}" if out.tier else ""),
+             "   tokens per cell (shade = cell relevance):"]
+    from .viz import ascii_map
+
+    lines += ["     " + row for row in ascii_map(out).splitlines()]
+    lines.append("   timings: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in out.timings.items()))
+    return "\n".join(lines)
+
+
+def cmd_demo(args) -> int:
+    from PIL import Image
+
+    from .examples import example
+    from .viz import side_by_side
+
+    pipe = _pipe(args)
+    g = pipe.geometry
+    ex = example("scenebench", args.index, image_size=g.image_size, patch_size=g.patch_size)
+    print(f"ARR-COC Lab demo — preset {pipe.config.preset}, image {ex.name} ({ex.image.shape[1]}x{ex.image.shape[0]})")
+    print(f"Same image, two questions, budget {args.budget or 'default'}:\n")
+    outs = pipe.compare(ex.image, ex.questions, budget=args.budget, policy=args.policy)
+    for out, ref in zip(outs, ex.answers):
+        print(_report(out, ref) + "\n")
+    diff = (outs[0].tokens_per_cell != outs[1].tokens_per_cell).sum()
+    print(f"The two allocations differ in {diff} of {outs[0].tokens_per_cell.size} cells.")
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "demo_allocation.png"
+    Image.fromarray(side_by_side(ex.image, outs, mode="tokens")).save(path)
+    print(f"Allocation maps saved to {path}")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from PIL import Image
+
+    from .inputs import load_image
+    from .viz import overlay
+
+    pipe = _pipe(args)
+    out = pipe(args.image, args.question, budget=args.budget, policy=args.policy)
+    print(_report(out))
+    if args.out:
+        Image.fromarray(overlay(load_image(args.image), out, mode=args.mode)).save(args.out)
+        print(f"overlay saved to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="arrcoc-lab", description="ARR-COC Lab: query-aware adaptive visual-token compression")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp):
+        sp.add_argument("--preset", default="lab", help="lab | paper | tiny (default lab)")
+        sp.add_argument("--weights", default=None, help="our safetensors weights (default: the shipped lab weights)")
+        sp.add_argument("--config", default=None, help="a config.json that replaces the preset")
+        sp.add_argument("--device", default=None, help="cpu, cuda, … (default cpu)")
+        sp.add_argument("--policy", default="arrcoc", help="allocation policy (default arrcoc)")
+        sp.add_argument("--budget", type=_budget, default=None, help="tokens, or fast/balanced/accurate")
+        sp.add_argument("--sam-checkpoint", dest="sam_checkpoint", default=None, help="paper: official SAM .pth")
+        sp.add_argument("--clip-pretrained", dest="clip_pretrained", default=None, help="paper: open_clip checkpoint")
+        sp.add_argument("--llm-path", dest="llm_path", default=None, help="paper: Hugging Face model directory")
+
+    d = sub.add_parser("demo", help="one bundled image, two questions: answers, tokens, allocation maps")
+    common(d)
+    d.add_argument("--index", type=int, default=0, help="SceneBench test scene (default 0)")
+    d.add_argument("--out", default="runs/demo", help="folder for the allocation PNG")
+    d.set_defaults(fn=cmd_demo)
+
+    i = sub.add_parser("inspect", help="one image, one question")
+    common(i)
+    i.add_argument("image")
+    i.add_argument("question")
+    i.add_argument("--out", default=None, help="save the overlay PNG here")
+    i.add_argument("--mode", default="tokens", choices=["relevance", "tokens", "levels"])
+    i.set_defaults(fn=cmd_inspect)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from .errors import CheckpointError, InputError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("default")
+            return args.fn(args)
+    except (InputError, CheckpointError) as e:
+        print(f"arrcoc-lab: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Stage 6 — CLIP on tokens: open_clip's VisionTransformer run on a variable-length token set.
+
+The patch embedding (conv1) is bypassed: tokens arrive from the compressor. Each token gets
+CLIP's learned positional embedding *sampled at its centre* (bilinear on the embedding grid), so
+a 1-token cell and a 64-token cell sit where they belong. Batches of different lengths are padded
+and the padding is masked out of attention (open_clip's Transformer takes an additive mask).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .compressor import TokenSet
+from .errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClipConfig:
+    model: str | None = None  # open_clip model name (paper: "ViT-L-14"); None = build from the dims below
+    pretrained: str | None = None  # local open_clip checkpoint file for `model`
+    image_size: int = 224  # grid of the positional embedding = image_size / patch_size
+    patch_size: int = 14
+    width: int = 1024
+    layers: int = 24
+    heads: int = 16
+    mlp_ratio: float = 4.0
+    output_dim: int = 768
+    grad_checkpointing: bool = False  # trade compute for memory when training
+
+
+@dataclass
+class ClipOutput:
+    tokens: torch.Tensor  # (B, T, W) contextual tokens (after ln_post), zero at padding
+    pooled: torch.Tensor  # (B, E) class token projected to CLIP's embedding space
+
+
+def build_visual(cfg: ClipConfig) -> nn.Module:
+    """An open_clip VisionTransformer: from a named model + local checkpoint, or from dims."""
+    import open_clip
+    from open_clip.transformer import VisionTransformer
+
+    if cfg.model:
+        try:
+            model = open_clip.create_model(cfg.model, pretrained=cfg.pretrained, load_weights=bool(cfg.pretrained))
+        except RuntimeError as e:
+            raise CheckpointError(f"open_clip checkpoint {cfg.pretrained} does not match model {cfg.model}: {e}") from e
+        return model.visual
+    return VisionTransformer(image_size=cfg.image_size, patch_size=cfg.patch_size, width=cfg.width,
+                             layers=cfg.layers, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, output_dim=cfg.output_dim)
+
+
+class ClipOnTokens(nn.Module):
+    def __init__(self, visual: nn.Module, in_dim: int):
+        super().__init__()
+        self.visual = visual
+        self.width = visual.class_embedding.shape[-1]
+        self.heads = visual.transformer.resblocks[0].attn.num_heads
+        self.input_proj = nn.Identity() if in_dim == self.width else nn.Linear(in_dim, self.width)
+        visual.conv1.requires_grad_(False)  # bypassed: never sees pixels
+
+    @property
+    def out_dim(self) -> int:
+        return self.width
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.visual.set_grad_checkpointing(enable)
+
+    def forward(self, ts: TokenSet) -> ClipOutput:
+        v = self.visual
+        x = self.input_proj(ts.tokens) + self.sample_positions(ts.positions)  # (B, T, W)
+        cls = (v.class_embedding + v.positional_embedding[0]).to(x.dtype)
+        x = torch.cat([cls.expand(x.shape[0], 1, -1), x], 1)  # (B, T, W) -> (B, 1+T, W)
+        x = v.ln_pre(x)
+        x = v.transformer(x, attn_mask=self.attention_mask(ts.mask, x.dtype))
+        x = v.ln_post(x)
+        pooled = x[:, 0] @ v.proj if v.proj is not None else x[:, 0]
+        return ClipOutput(tokens=x[:, 1:] * ts.mask.unsqueeze(-1), pooled=pooled)
+
+    def sample_positions(self, positions: torch.Tensor) -> torch.Tensor:
+        """Bilinear sample of the (gh, gw) positional grid at token centres (y, x) ∈ [0, 1]."""
+        v = self.visual
+        gh, gw = v.grid_size
+        grid = v.positional_embedding[1:].T.reshape(1, self.width, gh, gw)  # (gh·gw, W) -> (1, W, gh, gw)
+        B, T, _ = positions.shape
+        xy = positions.flip(-1) * 2 - 1  # (y, x) in [0,1] -> (x, y) in [-1, 1]; cell k centre → pixel k
+        out = F.grid_sample(grid.expand(B, -1, -1, -1).to(positions.dtype), xy.view(B, T, 1, 2),
+                            mode="bilinear", align_corners=False, padding_mode="border")  # (B, W, T, 1)
+        return out.squeeze(-1).transpose(1, 2)  # (B, W, T, 1) -> (B, T, W)
+
+    def attention_mask(self, mask: torch.Tensor, dtype) -> torch.Tensor:
+        """Additive mask (B·heads, 1+T, 1+T) that hides padded keys; the class token is always kept."""
+        keep = torch.cat([mask.new_ones(mask.shape[0], 1), mask], 1)  # (B, 1+T)
+        add = torch.zeros(keep.shape, dtype=dtype, device=mask.device).masked_fill(~keep, float("-inf"))
+        L = keep.shape[1]
+        return add[:, None, :].expand(-1, L, -1).repeat_interleave(self.heads, 0)  # (B·H, L, L)

@@ -1,0 +1,96 @@
+"""The composed ARR-COC model. It takes its stages as constructor arguments and its forward
+reads as the pipeline diagram (docs/ARCHITECTURE.md):
+
+  pixels ─ sam ─ F ─┐
+  questions ─ query ┴─ relevance ─ allocator ─ compressor ─ clip ─ adapter ─ projector ─ llm ─ answers
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .adapter import QualityAdapter
+from .allocator import AllocationContext, Allocator
+from .clip_tokens import ClipOnTokens
+from .compressor import Compressor
+from .geometry import Geometry
+from .llm import LanguageModel
+from .projector import Projector
+from .relevance import RelevanceAnalyzer
+from .sam_encoder import SamEncoder
+from .errors import InterfaceError
+from .trace import Trace
+
+
+@dataclass
+class ModelOutput:
+    trace: Trace  # every stage's named outputs, timings and interface statistics
+    answers: list[str] | None  # greedy answers (when generate=True)
+    loss: torch.Tensor | None  # answer cross-entropy (when answers were given)
+
+
+class ARRCOC(nn.Module):
+    def __init__(self, geometry: Geometry, sam: SamEncoder, query_encoder: nn.Module, relevance: RelevanceAnalyzer,
+                 allocator: Allocator, compressor: Compressor, clip: ClipOnTokens, adapter: QualityAdapter,
+                 projector: Projector, llm: LanguageModel, probes: bool = True):
+        super().__init__()
+        self.geometry = geometry
+        self.sam, self.query_encoder, self.relevance = sam, query_encoder, relevance
+        self.allocator, self.compressor, self.clip = allocator, compressor, clip
+        self.adapter, self.projector, self.llm = adapter, projector, llm
+        self.probes = probes
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The frozen, cacheable part: pixels (B, 3, S, S) → SAM features (B, C, Hp, Wp)."""
+        return self.sam(pixels)
+
+    def forward(self, pixels: torch.Tensor, questions: list[str], policy: str = "arrcoc", budget=None,
+                answers: list[str] | None = None, features: torch.Tensor | None = None, generate: bool = True,
+                seeds: list[int] | None = None, max_new_tokens: int | None = None) -> ModelOutput:
+        g, B = self.geometry, pixels.shape[0]
+        tr = Trace(probes=self.probes)
+        tr.check("input.pixels", pixels, shape=(B, 3, g.image_size, g.image_size), lo=0, hi=255)
+        with tr.stage("sam"):
+            F = features if features is not None else self.encode_image(pixels)
+        tr.check("sam.features", F, shape=(B, self.sam.out_chans, g.patches_per_side, g.patches_per_side))
+        with tr.stage("query"):
+            tr.query = self.query_encoder(questions)
+        tr.check("query.tokens", tr.query.tokens, shape=(B, None, None), mask=tr.query.mask)
+        with tr.stage("relevance"):
+            tr.relevance = self.relevance(F, tr.query, pixels)
+        tr.check("relevance.patch", tr.relevance.patch, shape=(B, g.patches_per_side, g.patches_per_side), lo=0, hi=1)
+        with tr.stage("allocator"):
+            ctx = AllocationContext(tr.relevance, tr.query, questions, pixels, F, seeds or list(range(B)))
+            tr.allocation = self.allocator(ctx, policy, budget)
+        self._check_allocation(tr)
+        with tr.stage("compressor"):
+            tr.tokens = self.compressor(F, tr.allocation.levels)
+        tr.check("compressor.tokens", tr.tokens.tokens, mask=tr.tokens.mask)
+        if tr.probes and not torch.equal(tr.tokens.lengths, tr.allocation.num_tokens):
+            raise InterfaceError("compressor emitted a different number of tokens than allocated")
+        with tr.stage("clip"):
+            tr.clip = self.clip(tr.tokens)
+        tr.check("clip.tokens", tr.clip.tokens, mask=tr.tokens.mask)
+        with tr.stage("adapter"):
+            tr.adapter = self.adapter(tr.clip.tokens, tr.tokens.levels, tr.tokens.mask)
+        tr.check("adapter.tokens", tr.adapter.tokens, mask=tr.tokens.mask)
+        with tr.stage("projector"):
+            visual = self.projector(tr.adapter.tokens)
+        tr.check("projector.tokens", visual, shape=(B, None, self.llm.hidden_size), mask=tr.tokens.mask)
+        loss = out = None
+        with tr.stage("llm"):
+            if answers is not None:
+                loss = self.llm.loss(visual, tr.tokens.mask, questions, answers)
+            if generate:
+                out = self.llm.generate(visual, tr.tokens.mask, questions, max_new_tokens)
+        return ModelOutput(trace=tr, answers=out, loss=loss)
+
+    def _check_allocation(self, tr: Trace) -> None:
+        a, g = tr.allocation, self.geometry
+        tr.check("allocator.levels", a.levels, shape=(a.levels.shape[0], g.cells_per_side, g.cells_per_side),
+                 dtype=torch.long, lo=g.min_level, hi=g.max_level_index)
+        over = [(int(n), b) for n, b in zip(a.num_tokens, a.budgets) if n > b]
+        if tr.probes and over:
+            raise InterfaceError(f"allocator exceeded its budget: {over}")

@@ -1,0 +1,161 @@
+"""The public contract (DESIGN §5):
+
+    pipe = load_pipeline("lab")
+    out = pipe(image, "What's the formula on the billboard?", budget=64, policy="arrcoc")
+    out.answer, out.num_tokens, out.tokens_per_cell, out.cell_boxes, out.relevance, out.timings
+
+The SAM features of the last few images are cached by content hash, so asking a second question
+about the same image (widgets, demo, compare mode) re-runs only what depends on the question.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .allocator import stable_seed
+from .build import build_model
+from .errors import InputError
+from .geometry import Geometry
+from .inputs import MAX_PIXELS, check_query, load_image, to_model_input
+from .model import ARRCOC
+from .presets import PipelineConfig, get_preset
+from .trace import Trace
+
+log = logging.getLogger(__name__)
+LAB_WEIGHTS = Path(__file__).parent / "weights" / "lab" / "model.safetensors"
+
+
+class UntrainedWeightsWarning(UserWarning):
+    """The pipeline runs on random weights: allocations and answers are not meaningful."""
+
+
+@dataclass
+class PipelineOutput:
+    answer: str  # the LLM's greedy answer
+    num_tokens: int  # visual tokens sent to the LLM
+    tokens_per_cell: np.ndarray  # int (cells_h, cells_w)
+    cell_boxes: np.ndarray  # int (cells_h, cells_w, 4): pixel boxes (x0, y0, x1, y1) in the input image
+    relevance: np.ndarray  # float (patches_h, patches_w) in [0, 1]
+    timings: dict[str, float]  # stage → seconds (sam is ~0 when the features came from the cache)
+    cell_relevance: np.ndarray  # float (cells_h, cells_w) in [0, 1]
+    levels: np.ndarray  # int (cells_h, cells_w): LOD level index per cell
+    query: str  # the query as used (normalised, possibly truncated)
+    policy: str
+    budget: int  # the budget the allocation was solved under
+    tier: str | None  # tier chosen by tier policies (heuristic, learned-tier)
+    full_tokens: int  # tokens with no compression (one per patch)
+    image_size: tuple[int, int]  # (height, width) of the input image
+    trace: Trace  # everything the forward computed
+
+    @property
+    def compression_ratio(self) -> float:
+        """Full-resolution tokens / tokens used."""
+        return self.full_tokens / max(self.num_tokens, 1)
+
+
+class Pipeline:
+    def __init__(self, model: ARRCOC, config: PipelineConfig, cache_size: int = 8, max_pixels: int = MAX_PIXELS):
+        self.model, self.config = model, config
+        self.max_pixels = max_pixels
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._cache_size = cache_size
+
+    @property
+    def geometry(self) -> Geometry:
+        return self.config.geometry
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.relevance.parameters()).device
+
+    @property
+    def policies(self) -> list[str]:
+        from .allocator import POLICIES
+        return sorted(POLICIES)
+
+    def prepare(self, image) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, str, float]:
+        """Validate and encode an image once: (rgb array, pixels, SAM features, content key,
+        seconds spent in SAM — 0.0 when the features came from the cache)."""
+        rgb = load_image(image, self.max_pixels)
+        pixels = to_model_input(rgb, self.geometry.image_size).to(self.device)
+        key = hashlib.sha1(pixels.cpu().numpy().tobytes()).hexdigest()
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return rgb, pixels, self._cache[key], key, 0.0
+        t0 = time.perf_counter()
+        features = self.model.encode_image(pixels)
+        seconds = time.perf_counter() - t0
+        self._cache[key] = features
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return rgb, pixels, features, key, seconds
+
+    @torch.no_grad()
+    def __call__(self, image, query: str, budget=None, policy: str = "arrcoc",
+                 max_new_tokens: int | None = None) -> PipelineOutput:
+        query = check_query(query)
+        from .allocator import get_policy
+        get_policy(policy)  # unknown policy: error before any work
+        budget = self.model.allocator.resolve_budget(policy, budget)
+        rgb, pixels, features, key, sam_seconds = self.prepare(image)
+        out = self.model(pixels, [query], policy=policy, budget=budget, features=features,
+                         seeds=[stable_seed(key, query)], max_new_tokens=max_new_tokens)
+        out.trace.timings["sam"] = sam_seconds
+        return self._output(out.trace, out.answers[0], rgb, query, policy)
+
+    def compare(self, image, queries: list[str], **kwargs) -> list[PipelineOutput]:
+        """The same image under several questions (encoded once)."""
+        return [self(image, q, **kwargs) for q in queries]
+
+    def _output(self, tr: Trace, answer: str, rgb: np.ndarray, query: str, policy: str) -> PipelineOutput:
+        a, r = tr.allocation, tr.relevance
+        h, w = rgb.shape[:2]
+        return PipelineOutput(
+            answer=answer,
+            num_tokens=int(a.num_tokens[0]),
+            tokens_per_cell=a.tokens_per_cell[0].cpu().numpy(),
+            cell_boxes=self.geometry.cell_boxes(h, w),
+            relevance=r.patch[0].float().cpu().numpy(),
+            timings=dict(tr.timings),
+            cell_relevance=r.cell[0].float().cpu().numpy(),
+            levels=a.levels[0].cpu().numpy(),
+            query=query,
+            policy=policy,
+            budget=int(a.budgets[0]),
+            tier=a.tiers[0],
+            full_tokens=self.geometry.full_tokens,
+            image_size=(h, w),
+            trace=tr,
+        )
+
+
+def load_pipeline(preset: str = "lab", weights: str | Path | None = None, device: str | torch.device | None = None,
+                  config: str | Path | PipelineConfig | None = None, **preset_kwargs) -> Pipeline:
+    """Build a pipeline. `preset` names a registry entry (lab, paper, tiny); `config` (a JSON file
+    or PipelineConfig) replaces the preset; `weights` is our safetensors file. `lab` loads the
+    shipped weights when they exist and warns when it has to run untrained."""
+    if isinstance(config, PipelineConfig):
+        cfg = config
+    elif config is not None:
+        cfg = PipelineConfig.load(config)
+    else:
+        cfg = get_preset(preset, **preset_kwargs)
+    if weights is not None:
+        cfg.weights = str(weights)
+    elif cfg.preset == "lab" and cfg.weights is None and LAB_WEIGHTS.is_file() and config is None:
+        cfg.weights = str(LAB_WEIGHTS)
+    if cfg.weights is None:
+        warnings.warn(f"preset {cfg.preset!r} runs with untrained weights: allocations and answers are not meaningful "
+                      "until trained weights are loaded", UntrainedWeightsWarning, stacklevel=2)
+    model = build_model(cfg)
+    if device is not None:
+        model = model.to(device)
+    return Pipeline(model, cfg)
