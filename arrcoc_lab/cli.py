@@ -1,6 +1,6 @@
 """`arrcoc-lab` command line: demo and inspect (more subcommands arrive with their issues).
 
-    arrcoc-lab demo                          # the seeds' example: one image, two questions
+    arrcoc-lab example                       # the seeds' example in the terminal: one image, two questions
     arrcoc-lab inspect IMAGE "QUESTION" --budget 64 --policy arrcoc --out alloc.png
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _report(out, expected: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def cmd_demo(args) -> int:
+def cmd_example(args) -> int:
     from PIL import Image
 
     from .examples import example
@@ -64,7 +64,7 @@ def cmd_demo(args) -> int:
     print(f"The two allocations differ in {diff} of {outs[0].tokens_per_cell.size} cells.")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "demo_allocation.png"
+    path = out_dir / "example_allocation.png"
     Image.fromarray(side_by_side(ex.image, outs, mode="tokens")).save(path)
     print(f"Allocation maps saved to {path}")
     return 0
@@ -101,11 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--clip-pretrained", dest="clip_pretrained", default=None, help="paper: open_clip checkpoint")
         sp.add_argument("--llm-path", dest="llm_path", default=None, help="paper: Hugging Face model directory")
 
-    d = sub.add_parser("demo", help="one bundled image, two questions: answers, tokens, allocation maps")
+    d = sub.add_parser("example", help="one bundled image, two questions: answers, tokens, allocation maps (text)")
     common(d)
     d.add_argument("--index", type=int, default=0, help="SceneBench test scene (default 0)")
-    d.add_argument("--out", default="runs/demo", help="folder for the allocation PNG")
-    d.set_defaults(fn=cmd_demo)
+    d.add_argument("--out", default="runs/example", help="folder for the allocation PNG")
+    d.set_defaults(fn=cmd_example)
 
     i = sub.add_parser("inspect", help="one image, one question")
     common(i)

@@ -4,11 +4,11 @@ from PIL import Image
 from arrcoc_lab.cli import main
 
 
-def test_demo_prints_two_questions_and_saves_map(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path)]) == 0
+def test_example_prints_two_questions_and_saves_map(tmp_path, capsys):
+    assert main(["example", "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert text.count("Q: ") == 2 and "visual tokens" in text and "tokens per cell" in text
-    img = Image.open(tmp_path / "demo_allocation.png")
+    img = Image.open(tmp_path / "example_allocation.png")
     assert img.width > img.height  # two maps side by side
 
 
