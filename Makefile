@@ -5,7 +5,18 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test clean train-lab
+
+# The whole lab curriculum as papermill notebooks; reports land in reports/lab/<phase>/,
+# checkpoints in runs/lab/<phase>/ (git-ignored); the result is exported as the shipped weights.
+LAB_STEPS_PHASE0 ?= 1500
+train-lab: $(STAMP)
+	$(PY) -m arrcoc_lab.cli run-phase phase0 -p steps $(LAB_STEPS_PHASE0)
+	$(PY) -m arrcoc_lab.cli run-phase phase1a -p init_from runs/lab/phase0/model.safetensors
+	$(PY) -m arrcoc_lab.cli run-phase phase1 -p init_from runs/lab/phase1a/model.safetensors
+	$(PY) -m arrcoc_lab.cli run-phase phase2 -p init_from runs/lab/phase1/model.safetensors
+	$(PY) -m arrcoc_lab.cli run-phase phase3 -p init_from runs/lab/phase2/model.safetensors
+	$(PY) -m arrcoc_lab.cli export runs/lab/phase3/model.safetensors
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

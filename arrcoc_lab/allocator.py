@@ -231,6 +231,14 @@ class Allocator(nn.Module):
         super().__init__()
         self.cfg, self.geometry = cfg, geometry
         self.tier_classifier = TierClassifier(cfg)
+        n = len(geometry.levels)
+        # training-time level head: logits over LOD levels rise with relevance for higher levels
+        self.level_scale = nn.Parameter(torch.linspace(-1.5, 1.5, n))
+        self.level_bias = nn.Parameter(torch.linspace(1.5, -1.5, n))  # start near the uniform budget, not at max
+
+    def level_logits(self, cell_logit: torch.Tensor) -> torch.Tensor:
+        """(B, Hc, Wc) relevance logits → (B, Hc, Wc, L) level logits for Gumbel-softmax training."""
+        return cell_logit.unsqueeze(-1) * self.level_scale + self.level_bias
 
     def resolve_budget(self, policy: str, budget) -> int:
         p = get_policy(policy)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import torch
+
 from .adapter import QualityAdapter
 from .allocator import Allocator
 from .checkpoint import load_weights
@@ -21,6 +23,18 @@ log = logging.getLogger(__name__)
 
 
 def build_model(cfg: PipelineConfig, load: bool = True) -> ARRCOC:
+    """Random initialisation is seeded by cfg.seed inside a forked RNG: the same config always
+    builds the same weights (the frozen lab SAM and its feature cache depend on it), and the
+    caller's random state is left untouched."""
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        model = _build(cfg)
+    if load and cfg.weights:
+        load_weights(model, cfg.weights)
+    return model.eval()
+
+
+def _build(cfg: PipelineConfig) -> ARRCOC:
     g = cfg.geometry
     sam = SamEncoder(cfg.sam)
     cfg.sam = sam.cfg
@@ -36,7 +50,7 @@ def build_model(cfg: PipelineConfig, load: bool = True) -> ARRCOC:
     cfg.projector.out_dim = llm.hidden_size
     if cfg.clip.grad_checkpointing:
         clip.set_grad_checkpointing(True)
-    model = ARRCOC(
+    return ARRCOC(
         geometry=g,
         sam=sam,
         query_encoder=query_encoder,
@@ -49,6 +63,3 @@ def build_model(cfg: PipelineConfig, load: bool = True) -> ARRCOC:
         llm=llm,
         probes=cfg.probes,
     )
-    if load and cfg.weights:
-        load_weights(model, cfg.weights)
-    return model.eval()

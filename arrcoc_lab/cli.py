@@ -1,7 +1,9 @@
-"""`arrcoc-lab` command line: demo and inspect (more subcommands arrive with their issues).
+"""`arrcoc-lab` command line.
 
     arrcoc-lab example                       # the seeds' example in the terminal: one image, two questions
     arrcoc-lab inspect IMAGE "QUESTION" --budget 64 --policy arrcoc --out alloc.png
+    arrcoc-lab eval --preset lab --data scenebench:test --policy arrcoc,uniform --budget 64
+    arrcoc-lab run-phase phase0 -p steps 1500 -p output_dir reports/lab/phase0
 """
 from __future__ import annotations
 
@@ -85,6 +87,55 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_run_phase(args) -> int:
+    from .runner import PhaseFailed, parse_value, run_phase_notebook
+
+    params = {k: parse_value(v) for k, v in (args.param or [])}
+    try:
+        path = run_phase_notebook(args.name, params, kernel=args.kernel)
+    except PhaseFailed as e:
+        print(f"arrcoc-lab: error: {e}", file=sys.stderr)
+        return 1
+    print(f"executed notebook: {path}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import run_eval
+
+    pipe = _pipe(args)
+    policies = args.policy.split(",")
+    out_dir = args.out or f"reports/eval/{args.data.replace(':', '-')}-{'-'.join(policies)}-{args.budget or 'default'}"
+    report = run_eval(pipe, args.data, policies, args.budget, args.n_scenes, out_dir, cache_dir=args.cache_dir,
+                      batch_size=args.batch_size)
+    for policy, s in report["policies"].items():
+        print(f"{policy:>12}: accuracy {s['accuracy']:.3f} (gist {s['accuracy_gist']:.3f}, detail {s['accuracy_detail']:.3f}), "
+              f"{s['avg_tokens']:.1f} tokens, detail target lift {s['target_lift_detail']:.2f}, "
+              f"query dependence {s['query_dependence'].get('rate', float('nan')):.2f}")
+    print(f"report: {out_dir}/metrics.json")
+    return 0
+
+
+def cmd_export(args) -> int:
+    """Ship trained weights: fp16 safetensors + resolved config into the package (lab) or a folder."""
+    import json
+
+    import torch
+
+    from .build import build_model
+    from .checkpoint import load_weights, save_weights
+    from .presets import get_preset
+
+    cfg = get_preset(args.preset)
+    model = build_model(cfg, load=False)
+    load_weights(model, args.weights)
+    dest = Path(args.dest) / "model.safetensors"
+    cfg.weights = None
+    save_weights(model, dest, config=cfg.to_dict(), dtype=torch.float16, metadata={"source": args.weights})
+    print(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB) and {dest.with_name('config.json')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="arrcoc-lab", description="ARR-COC Lab: query-aware adaptive visual-token compression")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
@@ -114,6 +165,27 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", default=None, help="save the overlay PNG here")
     i.add_argument("--mode", default="tokens", choices=["relevance", "tokens", "levels"])
     i.set_defaults(fn=cmd_inspect)
+
+    e = sub.add_parser("eval", help="evaluate policies on a dataset split; writes metrics JSON and figures")
+    common(e)
+    e.add_argument("--data", default="scenebench:test", help="scenebench|docsynth:train|val|test")
+    e.add_argument("--n-scenes", dest="n_scenes", type=int, default=100)
+    e.add_argument("--batch-size", dest="batch_size", type=int, default=32)
+    e.add_argument("--cache-dir", dest="cache_dir", default="cache")
+    e.add_argument("--out", default=None, help="report folder (default reports/eval/...)")
+    e.set_defaults(fn=cmd_eval)
+
+    r = sub.add_parser("run-phase", help="run a phase notebook through papermill (reports/<preset>/<phase>/)")
+    r.add_argument("name", help="phase0 | phase1a | phase1 | phase2 | phase3")
+    r.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), help="notebook parameter")
+    r.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
+    r.set_defaults(fn=cmd_run_phase)
+
+    x = sub.add_parser("export", help="write trained weights as fp16 safetensors + config (the shipped lab weights)")
+    x.add_argument("weights", help="a phase's model.safetensors")
+    x.add_argument("--preset", default="lab")
+    x.add_argument("--dest", default=str(Path(__file__).parent / "weights" / "lab"))
+    x.set_defaults(fn=cmd_export)
     return p
 
 

@@ -1,0 +1,81 @@
+"""Frozen-stage cache: SAM features (and the model-size pixels the analyzer's entropy reads) are
+computed once per image and stored, not recomputed each epoch. A cache file is keyed by the
+dataset spec and a fingerprint of the SAM weights, so a changed encoder never reuses stale features.
+Files live under `cache/` (git-ignored) and are written atomically."""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .checkpoint import atomic_write
+from .inputs import to_model_input
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SceneTensors:
+    features: torch.Tensor  # (N, C, Hp, Wp) float16 SAM features, one row per scene
+    pixels: torch.Tensor  # (N, 3, S, S) uint8 model-size pixels
+    scene_ids: list[int]  # scene index of each row
+
+    def rows(self, scene_indices) -> torch.Tensor:
+        lookup = {s: i for i, s in enumerate(self.scene_ids)}
+        return torch.tensor([lookup[int(s)] for s in scene_indices])
+
+
+def sam_fingerprint(sam: torch.nn.Module) -> str:
+    h = hashlib.sha1()
+    for k, v in sorted(sam.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().numpy().tobytes()[:4096])
+    return h.hexdigest()[:12]
+
+
+@torch.no_grad()
+def encode_scenes(model, dataset, cache_dir: str | Path = "cache", batch_size: int = 16,
+                  progress: bool = True) -> SceneTensors:
+    """SAM features for every scene of `dataset` (a SceneBench/DocSynth-like object with
+    `num_scenes` and `scene(i)`), loaded from the cache when present."""
+    g = model.geometry
+    name = f"{getattr(dataset, 'NAME', 'data')}-{getattr(dataset, 'split', 'x')}-{dataset.num_scenes}-{g.image_size}"
+    path = Path(cache_dir) / f"{name}-{sam_fingerprint(model.sam)}.safetensors"
+    if path.is_file():
+        blob = load_file(str(path))
+        return SceneTensors(blob["features"], blob["pixels"], blob["scene_ids"].tolist())
+    device = next(model.sam.parameters()).device
+    feats, pix = [], []
+    ids = list(range(dataset.num_scenes))
+    for start in tqdm(range(0, len(ids), batch_size), desc=f"SAM features {name}", disable=not progress):
+        chunk = ids[start:start + batch_size]
+        pixels = torch.cat([to_model_input(dataset.scene(i).image, g.image_size) for i in chunk]).to(device)
+        feats.append(model.encode_image(pixels).half().cpu())
+        pix.append(pixels.round().clamp(0, 255).to(torch.uint8).cpu())
+    out = SceneTensors(torch.cat(feats), torch.cat(pix), ids)
+    atomic_write(path, lambda tmp: save_file({"features": out.features.contiguous(), "pixels": out.pixels.contiguous(),
+                                              "scene_ids": torch.tensor(ids)}, tmp))
+    log.info("cached SAM features of %d scenes at %s", len(ids), path)
+    return out
+
+
+def target_cells(boxes: list, geometry, image_hw: tuple[int, int]) -> torch.Tensor:
+    """(B, Hc, Wc) 1.0 where a cell overlaps the sample's target box, NaN for 'global' targets
+    (no region label: the relevance loss skips them)."""
+    n = geometry.cells_per_side
+    cells = geometry.cell_boxes(*image_hw)  # (n, n, 4)
+    out = torch.full((len(boxes), n, n), float("nan"))
+    for b, box in enumerate(boxes):
+        if box is None:
+            continue
+        x0, y0, x1, y1 = box
+        ix = np.minimum(cells[..., 2], x1) - np.maximum(cells[..., 0], x0)
+        iy = np.minimum(cells[..., 3], y1) - np.maximum(cells[..., 1], y0)
+        out[b] = torch.from_numpy(((ix > 0) & (iy > 0)).astype(np.float32))
+    return out

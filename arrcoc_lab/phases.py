@@ -1,0 +1,91 @@
+"""The training curriculum as data: which modules train, at what learning rate, under which
+losses, with which kind of allocation. One loop (train.py) runs any phase.
+
+  phase0   downstream pre-training (compressor heads, CLIP, adapter, projector, LLM) on randomised
+           allocations. Allowed because no pretrained CLIP/LLM can be downloaded here; it also makes
+           one downstream that accepts any allocation, so policies can be compared on equal terms.
+  phase1a  allocator pre-training on region labels: the relevance analyzer learns which cells hold
+           the question's target; the tier classifier learns gist → fast, detail → accurate.
+  phase1   allocator + adapter, CLIP and LLM frozen: answer CE + efficiency (penalty above the
+           target average budget) + tier diversity (KL of level usage to uniform); levels chosen by
+           Gumbel-softmax with straight-through gradients.
+  phase2   CLIP + adapter, allocator frozen: answer CE + distribution consistency (projected visual
+           tokens match the statistics of the LLM's own input embeddings).
+  phase3   end to end, efficiency kept.
+The seeds' 1 ↔ 2 iteration is `rounds` in TrainConfig.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from .errors import InputError
+
+MODULES = ("relevance", "allocator", "compressor", "clip", "adapter", "projector", "llm")
+LOSSES = ("answer", "relevance", "tier", "efficiency", "diversity", "consistency")
+ALLOCATIONS = ("none", "mixed", "model", "gumbel")
+
+
+@dataclass
+class PhaseConfig:
+    name: str  # registry key
+    trainable: tuple[str, ...]  # ARRCOC submodules that train; everything else is frozen
+    losses: dict[str, float]  # loss term → weight (terms: answer, relevance, tier, efficiency, diversity, consistency)
+    allocation: str = "mixed"  # none | mixed (random budgets × oracle/random/uniform/model utilities) | model (knapsack on learned relevance) | gumbel (straight-through from relevance)
+    lr: float = 1e-3  # peak learning rate (AdamW, cosine decay after warmup)
+    weight_decay: float = 0.01
+    warmup: int = 20  # warm-up steps
+    steps: int = 200  # optimisation steps
+    target_budget: str = "uniform"  # efficiency: average tokens allowed ("uniform" or a quality mode)
+    tau: float = 1.0  # Gumbel-softmax temperature
+    description: str = ""
+
+    def __post_init__(self):
+        bad = set(self.trainable) - set(MODULES)
+        if bad:
+            raise InputError(f"phase {self.name}: unknown modules {sorted(bad)}; known: {list(MODULES)}")
+        bad = set(self.losses) - set(LOSSES)
+        if bad:
+            raise InputError(f"phase {self.name}: unknown losses {sorted(bad)}; known: {list(LOSSES)}")
+        if self.allocation not in ALLOCATIONS:
+            raise InputError(f"phase {self.name}: unknown allocation {self.allocation!r}; known: {list(ALLOCATIONS)}")
+
+
+DOWNSTREAM = ("compressor", "clip", "adapter", "projector", "llm")
+
+PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
+    PhaseConfig("phase0", DOWNSTREAM, {"answer": 1.0}, allocation="mixed", lr=1e-3, steps=1500,
+                description="downstream pre-training on randomised allocations"),
+    PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
+                lr=2e-3, steps=300, description="allocator pre-training on region labels and tiers"),
+    PhaseConfig("phase1", ("relevance", "allocator", "adapter"),
+                {"answer": 1.0, "efficiency": 0.5, "diversity": 0.05, "relevance": 0.5}, allocation="gumbel",
+                lr=3e-4, steps=150, description="allocator + adapter; CLIP and LLM frozen"),
+    PhaseConfig("phase2", ("clip", "adapter", "compressor"), {"answer": 1.0, "consistency": 0.1}, allocation="model",
+                lr=3e-4, steps=150, description="adapt CLIP (and adapter); allocator frozen"),
+    PhaseConfig("phase3", ("relevance", "allocator") + DOWNSTREAM,
+                {"answer": 1.0, "efficiency": 0.5, "relevance": 0.5}, allocation="gumbel", lr=1e-4, steps=150,
+                description="end to end, efficiency kept"),
+)}
+
+
+def get_phase(name: str, **overrides) -> PhaseConfig:
+    if name not in PHASES:
+        raise InputError(f"unknown phase {name!r}; known: {sorted(PHASES)}")
+    return replace(PHASES[name], **overrides)
+
+
+@dataclass
+class Curriculum:
+    phases: list[str] = field(default_factory=lambda: ["phase1a", "phase0", "phase1", "phase2", "phase3"])
+    rounds: int = 1  # repetitions of the phase1 ↔ phase2 iteration
+
+    def expanded(self) -> list[str]:
+        out = []
+        for p in self.phases:
+            if p == "phase1" and self.rounds > 1 and "phase2" in self.phases:
+                continue
+            if p == "phase2" and self.rounds > 1:
+                out += ["phase1", "phase2"] * self.rounds
+                continue
+            out.append(p)
+        return out

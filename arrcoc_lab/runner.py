@@ -1,0 +1,60 @@
+"""`arrcoc-lab run-phase NAME -p key value …`: run a phase notebook through papermill.
+
+The executed notebook lands in the report folder (`output_dir`, default reports/<preset>/<phase>)
+beside the metrics and figures it writes. A failing cell makes the command exit non-zero and
+say which cell failed and why."""
+from __future__ import annotations
+
+import ast
+import logging
+from pathlib import Path
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def phase_notebooks() -> dict[str, Path]:
+    """Phase name → notebook, read from each notebook's `phase = "…"` parameter."""
+    out = {}
+    for nb in sorted(NOTEBOOKS.glob("*.ipynb")):
+        text = nb.read_text()
+        for name in ("phase0", "phase1a", "phase1", "phase2", "phase3", "benchmark", "quickstart"):
+            if f'phase = \\"{name}\\"' in text:
+                out[name] = nb
+    return out
+
+
+def parse_value(text: str):
+    """-p values are Python literals when they parse (3, 0.1, None, True, "x"), else strings."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def run_phase_notebook(name: str, params: dict, kernel: str | None = None, progress: bool = True) -> Path:
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    books = phase_notebooks()
+    if name not in books:
+        raise InputError(f"unknown phase notebook {name!r}; known: {sorted(books)}")
+    nb = books[name]
+    preset = params.get("preset", "lab")
+    out_dir = Path(params.setdefault("output_dir", f"reports/{preset}/{name}"))
+    params.setdefault("run_dir", f"runs/{preset}/{name}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / nb.name
+    try:
+        pm.execute_notebook(str(nb), str(target), parameters=params, kernel_name=kernel, progress_bar=progress,
+                            cwd=str(Path.cwd()))
+    except PapermillExecutionError as e:
+        raise PhaseFailed(f"phase {name}: cell {e.exec_count} failed with {e.ename}: {e.evalue} "
+                          f"(executed notebook with the traceback: {target})") from e
+    return target
+
+
+class PhaseFailed(RuntimeError):
+    pass

@@ -1,0 +1,134 @@
+"""Writes the phase notebooks from one template so they stay identical in structure.
+Run `python notebooks/build_notebooks.py` after changing the template; the notebooks are committed."""
+from pathlib import Path
+
+import nbformat as nbf
+
+PHASES = {
+    "10_phase0_downstream": ("phase0", 1500, "Phase 0 — downstream pre-training",
+                             "No pretrained CLIP or LLM can be downloaded here, so the lab downstream (compressor heads, "
+                             "CLIP on tokens, quality adapter, projector, LLM) is first trained to answer from "
+                             "*randomised* allocations: oracle-targeted, random, uniform, at budgets from gist-only to "
+                             "full. The result accepts any allocation, which is also what a fair comparison of "
+                             "allocation policies needs (one downstream for all)."),
+    "11_phase1a_allocator_pretrain": ("phase1a", 300, "Phase 1-A — allocator pre-training on region labels",
+                                      "The relevance analyzer learns which cells hold the question's target region "
+                                      "(binary cross-entropy per cell) and the tier classifier learns gist → fast, "
+                                      "detail → accurate. Cheap: only the analyzer runs."),
+    "12_phase1_allocator_adapter": ("phase1", 150, "Phase 1 — allocator + adapter (CLIP and LLM frozen)",
+                                    "Answer cross-entropy + efficiency (penalty above the uniform budget) + level "
+                                    "diversity, with levels drawn by straight-through Gumbel-softmax from the learned "
+                                    "relevance. Watch the level usage: the seeds warn of collapse to max tokens."),
+    "13_phase2_clip_adapter": ("phase2", 150, "Phase 2 — adapt CLIP (and adapter), allocator frozen",
+                               "Answer cross-entropy + distribution consistency: projected visual tokens should have "
+                               "the statistics of the LLM's own input embeddings. Allocations come from the frozen "
+                               "allocator at random budgets."),
+    "14_phase3_end_to_end": ("phase3", 150, "Phase 3 — end to end, efficiency kept",
+                             "Every trainable stage together at a low learning rate."),
+}
+
+PARAMS = """# parameters
+preset = "lab"
+phase = "{phase}"
+steps = {steps}
+batch_size = 32
+n_scenes = 1000          # training scenes (6 questions each)
+seed = 0
+device = "cpu"           # cpu | cuda
+mixed_precision = "no"   # no | bf16
+init_from = None         # weights of the previous phase (model.safetensors); None = preset default
+run_dir = "runs/lab/{phase}"          # checkpoints and scratch (git-ignored)
+output_dir = "reports/lab/{phase}"    # report: executed notebook, metrics.json, figures, config
+resume = True
+eval_scenes = 50         # validation scenes for the end-of-phase check
+lr = None                # None = the phase's default
+cache_dir = "cache"
+"""
+
+SETUP = """import json, logging, warnings
+from pathlib import Path
+from IPython.display import Image, display
+from arrcoc_lab import load_pipeline
+from arrcoc_lab.phases import get_phase
+from arrcoc_lab.train import TrainConfig, load_train_data, run_phase
+from arrcoc_lab.evaluate import load_eval_set, evaluate, summarize
+from arrcoc_lab.viz_report import training_curves_figure
+from arrcoc_lab.checkpoint import atomic_write_text
+
+logging.basicConfig(level=logging.WARNING)
+warnings.filterwarnings("ignore", category=UserWarning)
+out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)
+pipe = load_pipeline(preset, weights=init_from)
+if device != "cpu":
+    pipe.model.to(device)
+overrides = {"steps": steps} | ({"lr": lr} if lr else {})
+ph = get_phase(phase, **overrides)
+cfg = TrainConfig(n_scenes=n_scenes, batch_size=batch_size, seed=seed, device=device,
+                  mixed_precision=mixed_precision, cache_dir=cache_dir, log_every=max(1, min(25, steps // 4)),
+                  ckpt_every=max(1, min(100, steps // 2)), sample_log_every=max(1, min(50, steps // 2)))
+print(ph)"""
+
+DATA = """data = load_train_data(pipe.model, cfg)
+print(f"{len(data)} training questions on {len(data.scenes.scene_ids)} scenes; SAM features cached in {cache_dir}/")"""
+
+TRAIN = """result = run_phase(pipe.model, data, ph, cfg, run_dir, resume=resume, pipeline_config=pipe.config.to_dict())
+print(f"{ph.name}: {result.steps} steps; last log row:")
+print(json.dumps(result.history[-1], indent=1))"""
+
+CURVES = """training_curves_figure(result.history, out / "training_curves.png", title=ph.name)
+display(Image(str(out / "training_curves.png")))
+samples = Path(result.samples)
+if samples.is_file():
+    lines = samples.read_text().splitlines()[-4:]
+    print("last logged allocation decisions:")
+    for l in lines:
+        r = json.loads(l)
+        print(f"  {r['question']!r} → {r['answer']!r} (teacher-forced {r['teacher_forced_prediction']!r}), tokens per cell {r['tokens_per_cell']}")"""
+
+EVAL = """ev = load_eval_set(pipe.model, "scenebench:val", eval_scenes, cache_dir)
+budget = pipe.geometry.uniform_budget
+summary = {}
+for policy in ["arrcoc", "uniform", "random", "full"]:
+    rows = evaluate(pipe.model, ev, policy, None if policy == "full" else budget)
+    s = summarize(rows, pipe.geometry)
+    summary[policy] = {k: s[k] for k in ("accuracy", "accuracy_gist", "accuracy_detail", "avg_tokens",
+                                         "target_lift_detail", "query_dependence", "accuracy_by_family")}
+for p, s in summary.items():
+    print(f"{p:8s} acc {s['accuracy']:.3f}  gist {s['accuracy_gist']:.3f}  detail {s['accuracy_detail']:.3f}  "
+          f"tokens {s['avg_tokens']:.1f}  lift {s['target_lift_detail']:.2f}  qdep {s['query_dependence'].get('rate', float('nan')):.2f}")"""
+
+SAVE = """metrics = {"phase": ph.name, "steps": result.steps, "final_losses": result.history[-1],
+           "val": summary, "budget": budget, "weights": result.weights}
+atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=float))
+atomic_write_text(out / "config.json", json.dumps({"pipeline": pipe.config.to_dict(), "train": cfg.__dict__,
+                                                   "phase": ph.__dict__}, indent=2, default=str))
+atomic_write_text(out / "history.json", json.dumps(result.history, indent=1))
+print("report written to", out)"""
+
+
+def build(name, phase, steps, title, text):
+    nb = nbf.v4.new_notebook()
+    params = nbf.v4.new_code_cell(PARAMS.format(phase=phase, steps=steps))
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [
+        nbf.v4.new_markdown_cell(f"# {title}\n\n{text}\n\nRun it with papermill: "
+                                 f"`arrcoc-lab run-phase {phase} -p steps {steps} -p init_from <previous weights>`."),
+        params,
+        nbf.v4.new_code_cell(SETUP),
+        nbf.v4.new_markdown_cell("## Data: SceneBench train, SAM features computed once and cached"),
+        nbf.v4.new_code_cell(DATA),
+        nbf.v4.new_markdown_cell("## Train"),
+        nbf.v4.new_code_cell(TRAIN),
+        nbf.v4.new_markdown_cell("## Losses, level usage, average tokens; sampled allocation decisions"),
+        nbf.v4.new_code_cell(CURVES),
+        nbf.v4.new_markdown_cell("## Validation at the uniform-16× budget"),
+        nbf.v4.new_code_cell(EVAL),
+        nbf.v4.new_code_cell(SAVE),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbf.write(nb, Path(__file__).parent / f"{name}.ipynb")
+
+
+if __name__ == "__main__":
+    for name, args in PHASES.items():
+        build(name, *args)
