@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m arrcoc_lab.cli demo
+	$(PY) -m arrcoc_lab.cli example
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -40,9 +40,24 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def _own_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's stored tensors: external parts left out, and each tied tensor (e.g. an LLM's
+    lm_head tied to its input embedding) kept once, under its first name — safetensors refuses
+    tensors that share memory, and loading the first name fills every name tied to it."""
+    state, seen = {}, set()
+    for k, v in model.state_dict().items():
+        if k.startswith(EXTERNAL_PREFIXES):
+            continue
+        ident = (v.device, v.data_ptr(), tuple(v.shape), tuple(v.stride()))
+        if v.numel() and v.device.type != "meta" and ident in seen:
+            continue
+        seen.add(ident)
+        state[k] = v
+    return state
+
+
 def model_state(model: nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-             if not k.startswith(EXTERNAL_PREFIXES)}
+    state = {k: v.detach().cpu().contiguous() for k, v in _own_state(model).items()}
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     return state
@@ -67,7 +82,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"cannot read weights {path}: truncated or not a safetensors file ({e})") from e
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith(EXTERNAL_PREFIXES)}
+    own = _own_state(model)
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"

@@ -8,7 +8,9 @@ and the padding is masked out of attention (open_clip's Transformer takes an add
 from __future__ import annotations
 
 import logging
+import pickle
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -40,17 +42,31 @@ class ClipOutput:
     pooled: torch.Tensor  # (B, E) class token projected to CLIP's embedding space
 
 
+def create_openclip(name: str, pretrained: str | None) -> nn.Module:
+    """A named open_clip model, with its weights from a local checkpoint file (None = random).
+    Nothing downloads: pretrained tags ('openai', ...) and 'hf-hub:' names are refused."""
+    import open_clip
+    from safetensors import SafetensorError
+
+    if name.startswith("hf-hub:"):
+        raise CheckpointError(f"open_clip model {name!r} would download from the Hugging Face Hub; give a model "
+                              "name (e.g. 'ViT-L-14') and a local checkpoint file")
+    if pretrained and not Path(pretrained).is_file():
+        raise CheckpointError(f"open_clip checkpoint not found: {pretrained} (a local file is required; "
+                              "pretrained tags such as 'openai' would download and are not accepted)")
+    try:
+        return open_clip.create_model(name, pretrained=pretrained, load_weights=bool(pretrained))
+    except (RuntimeError, OSError, EOFError, KeyError, StopIteration, pickle.UnpicklingError, SafetensorError) as e:
+        raise CheckpointError(f"cannot load open_clip model {name!r} from {pretrained}: the checkpoint is truncated, "
+                              f"not a weights-only torch/safetensors file, or for a different model ({e})") from e
+
+
 def build_visual(cfg: ClipConfig) -> nn.Module:
     """An open_clip VisionTransformer: from a named model + local checkpoint, or from dims."""
-    import open_clip
     from open_clip.transformer import VisionTransformer
 
     if cfg.model:
-        try:
-            model = open_clip.create_model(cfg.model, pretrained=cfg.pretrained, load_weights=bool(cfg.pretrained))
-        except RuntimeError as e:
-            raise CheckpointError(f"open_clip checkpoint {cfg.pretrained} does not match model {cfg.model}: {e}") from e
-        return model.visual
+        return create_openclip(cfg.model, cfg.pretrained).visual
     return VisionTransformer(image_size=cfg.image_size, patch_size=cfg.patch_size, width=cfg.width,
                              layers=cfg.layers, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, output_dim=cfg.output_dim)
 

@@ -39,30 +39,49 @@ def sam_fingerprint(sam: torch.nn.Module) -> str:
     return h.hexdigest()[:12]
 
 
+CHUNK = 500  # scenes per cache file: a larger training set reuses the chunks it already has
+
+
 @torch.no_grad()
 def encode_scenes(model, dataset, cache_dir: str | Path = "cache", batch_size: int = 16,
                   progress: bool = True) -> SceneTensors:
     """SAM features for every scene of `dataset` (a SceneBench/DocSynth-like object with
-    `num_scenes` and `scene(i)`), loaded from the cache when present."""
+    `num_scenes` and `scene(i)`), read from cache chunks of CHUNK scenes where present."""
     g = model.geometry
-    name = f"{getattr(dataset, 'NAME', 'data')}-{getattr(dataset, 'split', 'x')}-{dataset.num_scenes}-{g.image_size}"
-    path = Path(cache_dir) / f"{name}-{sam_fingerprint(model.sam)}.safetensors"
-    if path.is_file():
-        blob = load_file(str(path))
-        return SceneTensors(blob["features"], blob["pixels"], blob["scene_ids"].tolist())
+    name = f"{getattr(dataset, 'NAME', 'data')}-{getattr(dataset, 'split', 'x')}-{g.image_size}-{sam_fingerprint(model.sam)}"
+    n = dataset.num_scenes
+    feats, pix = [], []
+    bar = tqdm(total=n, desc=f"SAM features {name}", disable=not progress)
+    for lo in range(0, n, CHUNK):
+        hi = min(lo + CHUNK, n)
+        full = Path(cache_dir) / f"{name}-{lo:07d}-{lo + CHUNK:07d}.safetensors"
+        if full.is_file():
+            blob = load_file(str(full))
+            f, p = blob["features"][: hi - lo], blob["pixels"][: hi - lo]
+        else:
+            f, p = _encode_range(model, dataset, lo, hi, batch_size, bar)
+            if hi - lo == CHUNK:  # only whole chunks are cached; a partial one is cheap to redo
+                atomic_write(full, lambda tmp: save_file({"features": f.contiguous(), "pixels": p.contiguous()}, tmp))
+                log.info("cached SAM features of scenes %d..%d at %s", lo, hi, full)
+        feats.append(f)
+        pix.append(p)
+        bar.n = hi
+        bar.refresh()
+    bar.close()
+    return SceneTensors(torch.cat(feats), torch.cat(pix), list(range(n)))
+
+
+def _encode_range(model, dataset, lo: int, hi: int, batch_size: int, bar):
+    g = model.geometry
     device = next(model.sam.parameters()).device
     feats, pix = [], []
-    ids = list(range(dataset.num_scenes))
-    for start in tqdm(range(0, len(ids), batch_size), desc=f"SAM features {name}", disable=not progress):
-        chunk = ids[start:start + batch_size]
+    for start in range(lo, hi, batch_size):
+        chunk = range(start, min(start + batch_size, hi))
         pixels = torch.cat([to_model_input(dataset.scene(i).image, g.image_size) for i in chunk]).to(device)
         feats.append(model.encode_image(pixels).half().cpu())
         pix.append(pixels.round().clamp(0, 255).to(torch.uint8).cpu())
-    out = SceneTensors(torch.cat(feats), torch.cat(pix), ids)
-    atomic_write(path, lambda tmp: save_file({"features": out.features.contiguous(), "pixels": out.pixels.contiguous(),
-                                              "scene_ids": torch.tensor(ids)}, tmp))
-    log.info("cached SAM features of %d scenes at %s", len(ids), path)
-    return out
+        bar.update(len(chunk))
+    return torch.cat(feats), torch.cat(pix)
 
 
 def target_cells(boxes: list, geometry, image_hw: tuple[int, int]) -> torch.Tensor:

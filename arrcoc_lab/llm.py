@@ -43,14 +43,26 @@ class LMBatch:
 
 def build_llm(cfg: LLMConfig):
     """Returns (model, tokenizer). No network: a path must be a local directory."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer, ByT5Tokenizer, Qwen3Config, Qwen3ForCausalLM
 
     if cfg.path:
         path = Path(cfg.path)
         if not (path / "config.json").is_file():
             raise CheckpointError(f"LLM directory {path} has no config.json; expected a save_pretrained() directory")
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        try:
+            model, info = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, output_loading_info=True)
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except (OSError, RuntimeError, ValueError, SafetensorError) as e:
+            raise CheckpointError(f"cannot load the LLM from {path}: weights missing, truncated or not matching "
+                                  f"its config.json ({e})") from e
+        bad = {k: sorted(v)[:3] for k, v in info.items() if k in ("missing_keys", "mismatched_keys") and v}
+        if bad:
+            raise CheckpointError(f"LLM weights in {path} do not match its config.json: {bad} (transformers would "
+                                  "initialise these randomly)")
+        if not tokenizer("Q: A", add_special_tokens=False).input_ids:
+            raise CheckpointError(f"the tokenizer in {path} produces no tokens: save the tokenizer beside the model "
+                                  "(tokenizer.save_pretrained(dir))")
     else:
         tokenizer = ByT5Tokenizer()
         model = Qwen3ForCausalLM(Qwen3Config(

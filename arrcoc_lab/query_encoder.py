@@ -88,10 +88,12 @@ class OpenClipQueryEncoder(_Frozen):
         super().__init__()
         import open_clip
 
+        from .clip_tokens import create_openclip
+
         if not cfg.openclip_model:
             raise InputError("openclip-text query encoder needs openclip_model (e.g. 'ViT-L-14')")
         self.cfg = cfg
-        model = open_clip.create_model(cfg.openclip_model, pretrained=cfg.openclip_pretrained, load_weights=bool(cfg.openclip_pretrained))
+        model = create_openclip(cfg.openclip_model, cfg.openclip_pretrained)
         self.text = model.text if hasattr(model, "text") else _CLIPTextTower(model)
         self.tokenizer = open_clip.get_tokenizer(cfg.openclip_model)
         self.dim = self.text.width if hasattr(self.text, "width") else model.transformer.width

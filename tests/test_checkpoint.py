@@ -1,0 +1,207 @@
+"""Our weights files: safetensors + config.json, written atomically, loaded all-or-nothing."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from arrcoc_lab import checkpoint
+from arrcoc_lab.build import build_model
+from arrcoc_lab.checkpoint import EXTERNAL_PREFIXES, atomic_write, atomic_write_text, load_weights, save_weights
+from arrcoc_lab.errors import CheckpointError
+from arrcoc_lab.pipeline import load_pipeline
+from arrcoc_lab.presets import PipelineConfig, get_preset
+
+
+def _load(*args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_pipeline(*args, **kwargs)
+
+
+def _stored(model) -> dict[str, torch.Tensor]:
+    """Every tensor our files hold, by name (tied tensors under each of their names)."""
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(EXTERNAL_PREFIXES)}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """load_pipeline("tiny") with every stored parameter moved off its seeded initialisation, as
+    training would: a fresh build of the same config must then differ from it until loaded."""
+    pipe = _load("tiny")
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for name, p in pipe.model.named_parameters():
+            if not name.startswith(EXTERNAL_PREFIXES):
+                p.add_(0.05 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def saved(trained, tmp_path_factory):
+    d = tmp_path_factory.mktemp("weights")
+    path = d / "model.safetensors"
+    save_weights(trained.model, path, config=trained.config.to_dict(), metadata={"step": 3})
+    return path
+
+
+@pytest.fixture
+def fresh():
+    """A new tiny model, at its seeded initialisation."""
+    cfg = get_preset("tiny")
+    return build_model(cfg), cfg
+
+
+@pytest.fixture
+def image():
+    return (np.random.default_rng(1).random((90, 110, 3)) * 255).astype(np.uint8)
+
+
+def _assert_differs(a: dict, b: dict):
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point()), "test is vacuous: models already equal"
+
+
+def test_round_trip_is_bit_exact_in_float32(trained, saved, fresh):
+    model, _ = fresh
+    src = _stored(trained.model)
+    _assert_differs(_stored(model), src)
+    load_weights(model, saved)
+    dst = _stored(model)
+    assert set(dst) == set(src)
+    for k, v in src.items():
+        assert dst[k].dtype == v.dtype and torch.equal(dst[k], v), k
+    # the LLM's tied output head is stored once and still tied after loading
+    lm = model.llm.model
+    assert lm.lm_head.weight.data_ptr() == lm.get_input_embeddings().weight.data_ptr()
+
+
+def test_file_holds_every_stored_tensor_once_and_no_external_ones(trained, saved):
+    with safe_open(str(saved), "pt") as f:
+        keys = set(f.keys())
+        assert f.metadata() == {"step": "3"}
+    assert keys and not any(k.startswith(EXTERNAL_PREFIXES) for k in keys)
+    ptrs = {}
+    for k, v in _stored(trained.model).items():
+        ptrs.setdefault(v.data_ptr(), []).append(k)
+    assert len(keys) == len(ptrs)  # one entry per distinct tensor
+    assert all(any(k in keys for k in names) for names in ptrs.values())
+
+
+def test_loaded_pipeline_reproduces_the_saved_one(trained, saved, image):
+    q = "What is the number on the sign?"
+    a = trained(image, q, budget=12)
+    for b in (_load("tiny", weights=saved)(image, q, budget=12),
+              _load(config=saved.with_name("config.json"), weights=saved)(image, q, budget=12)):
+        assert b.answer == a.answer
+        assert np.array_equal(b.tokens_per_cell, a.tokens_per_cell)
+        assert np.array_equal(b.relevance, a.relevance)
+
+
+def test_fp16_storage_loads_back_within_fp16_precision(trained, fresh, tmp_path):
+    model, _ = fresh
+    path = tmp_path / "model_fp16.safetensors"
+    save_weights(trained.model, path, dtype=torch.float16)
+    src = _stored(trained.model)
+    with safe_open(str(path), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys() if src[k].is_floating_point()} == {"F16"}
+    load_weights(model, path)
+    dst = _stored(model)
+    for k, v in src.items():
+        assert dst[k].dtype == v.dtype, k  # the model keeps its own dtype
+        if v.is_floating_point():
+            assert torch.equal(dst[k], v.half().float()), k
+            torch.testing.assert_close(dst[k], v, rtol=1e-3, atol=1e-4)
+        else:
+            assert torch.equal(dst[k], v), k
+
+
+def test_config_json_beside_the_weights(trained, saved):
+    cfg_path = saved.with_name("config.json")
+    assert json.loads(cfg_path.read_text()) == json.loads(json.dumps(trained.config.to_dict()))
+    assert PipelineConfig.load(cfg_path).to_dict() == trained.config.to_dict()
+
+
+def test_no_temp_files_are_left(saved, trained, tmp_path):
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["config.json", "model.safetensors"]
+    save_weights(trained.model, tmp_path / "a" / "model.safetensors", config={"x": 1})
+    save_weights(trained.model, tmp_path / "a" / "model.safetensors", config={"x": 2})  # overwrite
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["config.json", "model.safetensors"]
+    assert json.loads((tmp_path / "a" / "config.json").read_text()) == {"x": 2}
+
+
+def test_missing_truncated_or_foreign_file(saved, fresh, tmp_path):
+    model, _ = fresh
+    before = {k: v.clone() for k, v in _stored(model).items()}
+    with pytest.raises(CheckpointError, match="not found"):
+        load_weights(model, tmp_path / "nope.safetensors")
+    data = saved.read_bytes()
+    (tmp_path / "half.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_weights(model, tmp_path / "half.safetensors")
+    (tmp_path / "text.safetensors").write_text("not a safetensors file")
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        load_weights(model, tmp_path / "text.safetensors")
+    assert all(torch.equal(v, before[k]) for k, v in _stored(model).items())
+
+
+def test_other_size_model_lists_mismatches_and_stays_untouched(saved):
+    """Only the LLM's MLP differs: every earlier tensor matches the file, so a loader that copied
+    as it checked would have changed them before failing."""
+    cfg = get_preset("tiny")
+    cfg.llm.intermediate_size = 48
+    model = build_model(cfg)
+    before = {k: v.clone() for k, v in _stored(model).items()}
+    with safe_open(str(saved), "pt") as f:
+        sam_key = next(k for k in f.keys() if k.startswith("sam."))
+        assert not torch.equal(f.get_tensor(sam_key), before[sam_key])  # the load would change it
+    with pytest.raises(CheckpointError) as e:
+        load_weights(model, saved)
+    msg = str(e.value)
+    assert "shape mismatches" in msg and "mlp" in msg and "file (64, 32) vs model (48, 32)" in msg
+    assert "config.json" in msg  # says how to load them
+    after = _stored(model)
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_load_pipeline_with_weights_of_another_config(saved):
+    cfg = get_preset("tiny")
+    cfg.relevance.dim = 24
+    with pytest.raises(CheckpointError, match="shape mismatches.*relevance"):
+        _load(config=cfg, weights=saved)
+
+
+def test_interrupted_atomic_write_keeps_the_previous_file(tmp_path):
+    path = tmp_path / "notes.txt"
+    atomic_write_text(path, "previous")
+
+    def writer(tmp):
+        with open(tmp, "w") as f:
+            f.write("half of the new cont")
+        raise KeyboardInterrupt  # killed mid-write (not even an Exception)
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, writer)
+    assert path.read_text() == "previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_interrupted_save_keeps_the_previous_weights(trained, saved, fresh, tmp_path, monkeypatch):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(saved.read_bytes())
+
+    def failing_save(state, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"\0" * 100)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint, "save_file", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_weights(trained.model, path, config={"x": 1})
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temp file, no config.json
+    model, _ = fresh
+    load_weights(model, path)  # still the complete previous file
+    assert all(torch.equal(v, _stored(trained.model)[k]) for k, v in _stored(model).items())
