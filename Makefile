@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m arrcoc_lab.cli example
+	$(PY) -m arrcoc_lab.cli demo
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -171,7 +171,14 @@ class RandomPolicy(Policy):
         return torch.stack(maps).to(ctx.relevance.cell), budgets, [None] * len(budgets)
 
 
-class HeuristicPolicy(Policy):
+class TierPolicy(Policy):
+    """Tier policies choose their own budget; the caller's budget only caps it."""
+
+    def default_budget(self, geometry, cfg):
+        return geometry.max_tokens
+
+
+class HeuristicPolicy(TierPolicy):
     name, cite = "heuristic", "Seeds' V1: rule-based query complexity -> tier; entropy + edge density -> where. No training."
 
     def plan(self, ctx, budgets, allocator):
@@ -179,7 +186,7 @@ class HeuristicPolicy(Policy):
         return content_utility(ctx), _tier_budgets(tiers, budgets, allocator.geometry), tiers
 
 
-class LearnedTierPolicy(Policy):
+class LearnedTierPolicy(TierPolicy):
     name, cite = "learned-tier", "Seeds' V2: a small classifier picks the budget tier from query + image summary; content heuristics -> where."
 
     def plan(self, ctx, budgets, allocator):

@@ -1,5 +1,6 @@
 """`arrcoc-lab` command line.
 
+    arrcoc-lab demo                          # the Gradio app (make demo)
     arrcoc-lab example                       # the seeds' example in the terminal: one image, two questions
     arrcoc-lab inspect IMAGE "QUESTION" --budget 64 --policy arrcoc --out alloc.png
     arrcoc-lab eval --preset lab --data scenebench:test --policy arrcoc,uniform --budget 64
@@ -87,6 +88,12 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from .demo import run
+
+    return run(args)
+
+
 def cmd_run_phase(args) -> int:
     from .runner import PhaseFailed, parse_value, run_phase_notebook
 
@@ -113,6 +120,30 @@ def cmd_eval(args) -> int:
               f"{s['avg_tokens']:.1f} tokens, detail target lift {s['target_lift_detail']:.2f}, "
               f"query dependence {s['query_dependence'].get('rate', float('nan')):.2f}")
     print(f"report: {out_dir}/metrics.json")
+    return 0
+
+
+def cmd_train(args) -> int:
+    """One phase without a notebook (what `accelerate launch` / torchrun start for multi-process runs)."""
+    from .phases import get_phase
+    from .pipeline import load_pipeline
+    from .train import TrainConfig, load_train_data, run_phase
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = load_pipeline(args.preset, weights=args.init_from)
+    overrides = {"steps": args.steps} | ({"lr": args.lr} if args.lr else {})
+    phase = get_phase(args.phase, **overrides)
+    cfg = TrainConfig(data=args.data, n_scenes=args.n_scenes, batch_size=args.batch_size, seed=args.seed,
+                      device=args.device, mixed_precision=args.mixed_precision, cache_dir=args.cache_dir,
+                      log_every=args.log_every, ckpt_every=args.ckpt_every, sample_log_every=args.log_every,
+                      gradient_checkpointing=args.gradient_checkpointing, progress=not args.quiet)
+    data = load_train_data(pipe.model, cfg)
+    result = run_phase(pipe.model, data, phase, cfg, args.out, resume=not args.no_resume,
+                       pipeline_config=pipe.config.to_dict())
+    if result.history:
+        print(f"{phase.name}: {result.steps} steps, last: " + ", ".join(
+            f"{k} {v:.4g}" for k, v in result.history[-1].items() if isinstance(v, float)))
     return 0
 
 
@@ -166,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--mode", default="tokens", choices=["relevance", "tokens", "levels"])
     i.set_defaults(fn=cmd_inspect)
 
+    from .demo import add_arguments as demo_arguments  # light: imports neither gradio nor torch
+
+    dm = sub.add_parser("demo", help="Gradio web demo on the shipped lab weights (prints its URL; --share for a public link)")
+    demo_arguments(dm)
+    dm.set_defaults(fn=cmd_demo)
+
     e = sub.add_parser("eval", help="evaluate policies on a dataset split; writes metrics JSON and figures")
     common(e)
     e.add_argument("--data", default="scenebench:test", help="scenebench|docsynth:train|val|test")
@@ -180,6 +217,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), help="notebook parameter")
     r.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
     r.set_defaults(fn=cmd_run_phase)
+
+    t = sub.add_parser("train", help="run one training phase directly (use with accelerate launch / torchrun)")
+    t.add_argument("--phase", required=True, help="phase0 | phase1a | phase1 | phase2 | phase3")
+    t.add_argument("--preset", default="lab")
+    t.add_argument("--init-from", dest="init_from", default=None, help="weights to start from")
+    t.add_argument("--out", required=True, help="run folder: checkpoints, model.safetensors, history.json")
+    t.add_argument("--steps", type=int, default=100)
+    t.add_argument("--batch-size", dest="batch_size", type=int, default=32, help="global batch")
+    t.add_argument("--n-scenes", dest="n_scenes", type=int, default=1000)
+    t.add_argument("--data", default="scenebench:train")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--mixed-precision", dest="mixed_precision", default="no", choices=["no", "bf16", "fp16"])
+    t.add_argument("--gradient-checkpointing", dest="gradient_checkpointing", action="store_true")
+    t.add_argument("--cache-dir", dest="cache_dir", default="cache")
+    t.add_argument("--log-every", dest="log_every", type=int, default=25)
+    t.add_argument("--ckpt-every", dest="ckpt_every", type=int, default=100)
+    t.add_argument("--no-resume", dest="no_resume", action="store_true")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(fn=cmd_train)
 
     x = sub.add_parser("export", help="write trained weights as fp16 safetensors + config (the shipped lab weights)")
     x.add_argument("weights", help="a phase's model.safetensors")

@@ -1,0 +1,299 @@
+"""Gradio demo (issue 7): the app is launched in-process on 127.0.0.1 and driven the way users
+drive it — through `gradio_client` (the named /analyze and /compare endpoints), under 20 concurrent
+requests, and in headless Chromium.
+
+Artifacts: test-artifacts/demo_load.json (peak memory under load), test-artifacts/demo.png.
+ARRCOC_UPDATE_FIGURES=1 also refreshes the README screenshot docs/figures/demo.png.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from arrcoc_lab.examples import example
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+MAX_PIXELS = 600_000  # the app under test refuses larger images (the default is 16M)
+BALANCED = ("Balanced", 45)  # lab geometry: the balanced quality mode is 45 tokens
+# Gradio's own monitoring code (queueing.py) trips pandas 3 deprecations on every request
+pytestmark = [pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
+              pytest.mark.filterwarnings("ignore:The copy keyword is deprecated")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(lab_pipe):
+    from arrcoc_lab.demo import build_app, launch
+
+    app = build_app(lab_pipe, max_image_pixels=MAX_PIXELS, concurrency=2, max_queue=32)
+    url, share = launch(app, host="127.0.0.1", port=_free_port(), prevent_thread_lock=True)
+    assert url.startswith("http://127.0.0.1:") and share is None
+    yield app, url
+    app.close(verbose=False)
+
+
+@pytest.fixture(scope="module")
+def client(served, tmp_path_factory):
+    from gradio_client import Client
+
+    return Client(served[1], verbose=False, analytics_enabled=False,
+                  download_files=str(tmp_path_factory.mktemp("downloads")))
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    ex = example("scenebench", 0)
+    path = tmp_path_factory.mktemp("scene") / "scene0.png"
+    Image.fromarray(ex.image).save(path)
+    return ex, str(path)
+
+
+def _analyze(client, path, query, quality="Balanced", budget=45, policy="arrcoc", opacity=0.5):
+    from gradio_client import handle_file
+
+    return client.predict(handle_file(path), query, quality, budget, policy, opacity, api_name="/analyze")
+
+
+def _rgb(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_two_questions_on_one_image(client, scene, lab_pipe):
+    from gradio_client import handle_file
+
+    ex, path = scene
+    q1, q2 = ex.questions
+    allocs = {}
+    for q in (q1, q2):
+        rel_png, tok_png, answer, tokens, ratio, timings, alloc = _analyze(client, path, q)
+        ref = lab_pipe(ex.image, q, budget="balanced", policy="arrcoc")  # what the app must have returned
+        assert alloc["query"] == q and alloc["policy"] == "arrcoc" and alloc["budget"] == 45
+        np.testing.assert_array_equal(alloc["tokens_per_cell"], ref.tokens_per_cell)
+        np.testing.assert_array_equal(alloc["levels"], ref.levels)
+        np.testing.assert_allclose(alloc["relevance"], ref.relevance, atol=1e-4)
+        np.testing.assert_allclose(alloc["cell_relevance"], ref.cell_relevance, atol=1e-4)
+        assert answer == ref.answer == alloc["answer"]
+        assert tokens == ref.num_tokens == int(np.sum(alloc["tokens_per_cell"])) <= 45
+        assert ratio == pytest.approx(ref.full_tokens / ref.num_tokens, abs=0.01)
+        rows = timings["data"]
+        assert timings["headers"] == ["stage", "ms"] and rows[-1][0] == "total"
+        assert {"relevance", "allocator", "llm"} <= {r[0] for r in rows} and all(r[1] >= 0 for r in rows)
+        rel, tok = _rgb(rel_png), _rgb(tok_png)
+        assert rel.shape == tok.shape == (512, 512, 3)  # 256² input shown at the display minimum
+        assert not np.array_equal(rel, tok)
+        allocs[q] = alloc
+    # a query-dependent output differs between the two questions (even with untrained weights)
+    assert np.abs(np.subtract(allocs[q1]["relevance"], allocs[q2]["relevance"])).max() > 1e-3
+
+    pair_png, diff_png, summary, both = client.predict(handle_file(path), q1, q2, *BALANCED, "arrcoc", 0.5,
+                                                       api_name="/compare")
+    assert both["a"]["query"] == q1 and both["b"]["query"] == q2
+    for key, q in (("a", q1), ("b", q2)):  # each question's own allocation, the same as /analyze gave
+        assert both[key]["tokens_per_cell"] == allocs[q]["tokens_per_cell"]
+        np.testing.assert_allclose(both[key]["relevance"], allocs[q]["relevance"], atol=1e-6)
+    diff = np.subtract(allocs[q1]["tokens_per_cell"], allocs[q2]["tokens_per_cell"])
+    assert both["difference"] == diff.tolist() and both["cells_differing"] == int((diff != 0).sum())
+    assert q1 in summary and q2 in summary and f"{both['cells_differing']} of 16 cells" in summary
+    pair = _rgb(pair_png)
+    assert pair.shape == (2 * (512 + 18), 2 * 512 + 6, 3)  # A | B, tokens row over relevance row
+    assert _rgb(diff_png).shape == (512, 512, 3)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("empty query", "query is empty"),
+    ("budget below range", "outside the accepted range [16, 1024]"),
+    ("fractional budget", "whole number of tokens"),
+    ("unknown policy", "unknown policy 'nope'"),
+    ("unknown quality", "unknown quality mode 'Turbo'"),
+    ("no image", "no image: upload one"),
+    ("corrupt image", "not a valid image file"),
+    ("truncated image", "corrupt or truncated"),
+    ("huge image", f"over the limit of {MAX_PIXELS:,} pixels"),
+    ("empty second query", "question B: query is empty"),
+])
+def test_bad_input_returns_the_app_message(client, scene, tmp_path, case, message):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    ex, path = scene
+    args = [handle_file(path), ex.questions[0], *BALANCED, "arrcoc", 0.5]
+    api = "/analyze"
+    if case == "empty query":
+        args[1] = "   "
+    elif case == "budget below range":
+        args[2:4] = ["Custom", 5]
+    elif case == "fractional budget":
+        args[2:4] = ["Custom", 20.5]
+    elif case == "unknown policy":
+        args[4] = "nope"
+    elif case == "unknown quality":
+        args[2] = "Turbo"
+    elif case == "no image":
+        args[0] = None
+    elif case == "corrupt image":
+        (tmp_path / "bad.png").write_bytes(b"this is not an image")
+        args[0] = handle_file(str(tmp_path / "bad.png"))
+    elif case == "truncated image":
+        data = Path(path).read_bytes()
+        (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+        args[0] = handle_file(str(tmp_path / "cut.png"))
+    elif case == "huge image":  # 1000 x 800 = 800k pixels, a small file
+        Image.new("RGB", (1000, 800), (90, 120, 200)).save(tmp_path / "big.png")
+        args[0] = handle_file(str(tmp_path / "big.png"))
+    elif case == "empty second query":
+        args.insert(2, "")
+        api = "/compare"
+    with pytest.raises(AppError) as err:
+        client.predict(*args, api_name=api)
+    assert message in str(err.value)
+    assert "Traceback" not in str(err.value)
+
+
+def test_twenty_concurrent_requests(client, served, scene, lab_pipe, tmp_path):
+    """20 requests at once (queue: 2 workers, 32 places) all complete, match the pipeline, and the
+    process's peak RSS stays bounded."""
+    import psutil
+    from gradio_client import handle_file
+
+    ex, path = scene
+    other = example("docsynth", 0)
+    path2 = str(tmp_path / "page0.png")
+    Image.fromarray(other.image).save(path2)
+    combos = [(path, ex.image, ex.questions[0], 45), (path, ex.image, ex.questions[1], 45),
+              (path2, other.image, other.questions[0], 100), (path2, other.image, other.questions[1], 16)]
+    proc = psutil.Process()
+    rss_before = proc.memory_info().rss
+    peak = [rss_before]
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], proc.memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t0 = time.perf_counter()
+    jobs = [client.submit(handle_file(combos[i % 4][0]), combos[i % 4][2], "Custom", combos[i % 4][3], "arrcoc", 0.5,
+                          api_name="/analyze") for i in range(20)]
+    try:
+        results = [job.result(timeout=120) for job in jobs]
+    finally:
+        wall = time.perf_counter() - t0
+        done.set()
+        sampler.join()
+    peak_rss = max(peak[0], proc.memory_info().rss)
+    for i, r in enumerate(results):
+        _, image, q, budget = combos[i % 4]
+        alloc = r[6]
+        assert alloc["query"] == q and alloc["budget"] == budget and r[3] == alloc["num_tokens"] <= budget
+        if i < 4:  # each distinct request once against the pipeline; repeats must agree with it
+            ref = lab_pipe(image, q, budget=budget)
+            np.testing.assert_array_equal(alloc["tokens_per_cell"], ref.tokens_per_cell)
+        else:
+            assert alloc["tokens_per_cell"] == results[i % 4][6]["tokens_per_cell"]
+    mib = 2**20
+    report = {
+        "requests": 20, "concurrency_limit": 2, "max_queue": 32, "wall_s": round(wall, 2),
+        "rss_before_mib": round(rss_before / mib, 1), "peak_rss_mib": round(peak_rss / mib, 1),
+        "peak_growth_mib": round((peak_rss - rss_before) / mib, 1),
+        "ru_maxrss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "note": "in-process: pytest + lab pipeline + Gradio server + gradio_client; RSS sampled every 20 ms",
+    }
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "demo_load.json").write_text(json.dumps(report, indent=2) + "\n")
+    assert peak_rss - rss_before < 512 * mib, report
+    assert peak_rss < 4096 * mib, report
+
+
+def test_page_shows_examples_results_and_errors(served, scene):
+    from tests.browser import chromium_page
+
+    url = served[1]
+    ex, _ = scene
+    with chromium_page(1400, 1000) as page:
+        page.goto(url)
+        page.wait_for_selector("[data-testid=dataset-cell-0-0] img", timeout=30_000)
+        assert page.get_by_text("Examples (3 SceneBench, 2 DocSynth)").is_visible()
+        thumbs = page.locator("td[data-testid^='dataset-cell-'][data-testid$='-0'] img")
+        assert thumbs.count() == 5
+        assert page.get_by_text("Preset").first.is_visible() and "untrained" in page.inner_text("#arrcoc-header")
+        page.click("[data-testid=dataset-cell-0-1]")  # the first example fills the image and both questions
+        page.wait_for_function("document.querySelector('#arrcoc-query2 textarea').value.length > 0", timeout=10_000)
+        assert page.locator("#arrcoc-query textarea").input_value() == ex.questions[0]
+        assert page.locator("#arrcoc-query2 textarea").input_value() == ex.questions[1]
+        page.click("#arrcoc-analyze")
+        page.wait_for_function("document.querySelector('#arrcoc-answer textarea').value.length > 0", timeout=30_000)
+        page.click("#arrcoc-compare")
+        page.wait_for_selector("#arrcoc-summary table", timeout=30_000)
+        assert int(page.locator("#arrcoc-tokens input").input_value()) <= 45
+        page.wait_for_timeout(300)  # let the images paint
+        page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
+        if os.environ.get("ARRCOC_UPDATE_FIGURES"):
+            _save_readme_figure(ARTIFACTS / "demo.png", ROOT / "docs" / "figures" / "demo.png")
+        page.fill("#arrcoc-query textarea", "  ")  # bad input: the app's message as a toast, no stack trace
+        page.click("#arrcoc-analyze")
+        page.get_by_text("query is empty; ask a question about the image").wait_for(timeout=15_000)
+        assert "Traceback" not in page.inner_text("body")
+    assert Image.open(ARTIFACTS / "demo.png").size[0] == 1400
+
+
+def _save_readme_figure(src: Path, dst: Path, width: int = 1000, max_bytes: int = 300_000) -> None:
+    """Downscaled, palette PNG of the screenshot's top (inputs, outputs, examples), under max_bytes."""
+    img = Image.open(src).convert("RGB")
+    img = img.resize((width, round(img.height * width / img.width)), Image.LANCZOS)
+    for colours in (128, 64, 32):
+        small = img.quantize(colors=colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        small.save(dst, optimize=True)
+        if dst.stat().st_size < max_bytes:
+            return
+    raise AssertionError(f"{dst} is {dst.stat().st_size} bytes, over {max_bytes}")
+
+
+def test_main_prints_url_and_refuses_bad_options(monkeypatch, capsys, lab_pipe):
+    import gradio as gr
+
+    import arrcoc_lab.pipeline
+    from arrcoc_lab.demo import main
+
+    # checkpoint paths belong to the paper preset; bad numbers are refused before anything loads
+    assert main(["--preset", "lab", "--sam-checkpoint", "sam.pth"]) == 2
+    assert "apply to the paper preset" in capsys.readouterr().err
+    assert main(["--concurrency", "0"]) == 2
+    assert "--concurrency must be positive" in capsys.readouterr().err
+    # a real launch, with the session's pipeline and without blocking
+    monkeypatch.setattr(arrcoc_lab.pipeline, "load_pipeline", lambda *a, **k: lab_pipe)
+    monkeypatch.setattr(gr.Blocks, "block_thread", lambda self: None)
+    port = _free_port()
+    assert main(["--port", str(port), "--max-queue", "4"]) == 0
+    out = capsys.readouterr().out
+    assert f"Local URL:   http://127.0.0.1:{port}/" in out and "/analyze" in out
+
+
+def test_unexpected_failure_is_reported_without_a_traceback(caplog):
+    import gradio as gr
+
+    from arrcoc_lab.demo import _user_errors
+
+    def broken(image, query):
+        raise RuntimeError("cell grid mismatch")
+
+    wrapped = _user_errors(broken)
+    with pytest.raises(gr.Error) as err:
+        wrapped(None, "q")
+    assert str(err.value.message).startswith("internal error (RuntimeError): cell grid mismatch")
+    assert "demo request failed" in caplog.text  # the traceback goes to the server log

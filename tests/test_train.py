@@ -1,0 +1,140 @@
+"""Training: every phase runs, losses fall on a fixed batch, a SIGKILLed run resumes to the same
+weights, a 2-process DDP run matches a 1-process run, a NaN stops the run with a clear message."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from arrcoc_lab.errors import NonFiniteLossError
+from arrcoc_lab.phases import PHASES, Curriculum, PhaseConfig, get_phase
+from arrcoc_lab.train import TrainConfig, load_train_data, run_phase
+
+ROOT = Path(__file__).resolve().parent.parent
+CMD = [sys.executable, "-m", "arrcoc_lab.cli", "train", "--preset", "lab", "--n-scenes", "6", "--batch-size", "4",
+       "--log-every", "2", "--ckpt-every", "2", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def lab_data(tmp_path_factory):
+    from arrcoc_lab import load_pipeline
+
+    cache = tmp_path_factory.mktemp("cache")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = load_pipeline("lab")
+    cfg = TrainConfig(n_scenes=6, batch_size=4, cache_dir=str(cache), log_every=1, ckpt_every=100, progress=False)
+    return pipe, load_train_data(pipe.model, cfg), cfg
+
+
+@pytest.mark.parametrize("name", sorted(PHASES))
+def test_every_phase_runs_and_trains_only_its_modules(lab_data, tmp_path, name):
+    pipe, data, cfg = lab_data
+    model = pipe.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = run_phase(model, data, get_phase(name, steps=2), cfg, tmp_path, resume=False)
+    assert len(result.history) == 2 and Path(result.weights).is_file()
+    phase = PHASES[name]
+    for k, v in model.state_dict().items():
+        changed = not torch.equal(v, before[k])
+        top = k.split(".")[0]
+        if changed:
+            assert top in phase.trainable, f"{k} changed in {name} but {top} is frozen"
+    assert any(not torch.equal(v, before[k]) for k, v in model.state_dict().items()
+               if k.split(".")[0] in phase.trainable), f"{name} trained nothing"
+    for k in phase.losses:
+        assert k in result.history[-1], f"loss {k} not logged"
+    model.load_state_dict(before)  # leave the shared fixture as it was
+
+
+def test_losses_fall_when_training_on_one_batch(lab_data, tmp_path):
+    pipe, data, cfg = lab_data
+    before = {k: v.clone() for k, v in pipe.model.state_dict().items()}
+    one = TrainConfig(**{**cfg.__dict__, "batch_size": 6})  # every step the same 6 questions of one scene
+    data1 = type(data)(data.scenes, data.questions[:6], data.answers[:6], data.boxes[:6], data.difficulty[:6],
+                       data.scene_index[:6], data.image_hw)
+    result = run_phase(pipe.model, data1, get_phase("phase1a", steps=12, warmup=1), one, tmp_path, resume=False)
+    assert result.history[-1]["relevance"] < 0.7 * result.history[0]["relevance"]
+    pipe.model.load_state_dict(before)
+
+
+def test_non_finite_loss_names_step_and_component(lab_data, tmp_path, monkeypatch):
+    pipe, data, cfg = lab_data
+    feats = data.scenes.features.clone()
+    data.scenes.features[:] = float("nan")
+    try:
+        with pytest.raises(NonFiniteLossError, match=r"non-finite relevance loss at step 0 of phase1a.*relevance analyzer"):
+            run_phase(pipe.model, data, get_phase("phase1a", steps=2), cfg, tmp_path, resume=False)
+    finally:
+        data.scenes.features.copy_(feats)
+
+
+def test_phase_config_validation():
+    with pytest.raises(ValueError, match="unknown modules"):
+        PhaseConfig("x", ("sam",), {"answer": 1.0})
+    with pytest.raises(ValueError, match="unknown losses"):
+        PhaseConfig("x", ("llm",), {"bleu": 1.0})
+    with pytest.raises(ValueError, match="known"):
+        get_phase("phase9")
+    assert Curriculum(rounds=2).expanded() == ["phase1a", "phase0", "phase1", "phase2", "phase1", "phase2", "phase3"]
+
+
+def _weights(run: Path) -> dict:
+    return load_file(str(run / "model.safetensors"))
+
+
+def _run(args, cache, env=None, **kw):
+    return subprocess.run(CMD + ["--cache-dir", str(cache)] + args, cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=600, **kw)
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_reaches_the_same_weights(tmp_path):
+    cache = tmp_path / "cache"
+    args = ["--phase", "phase0", "--steps", "8", "--out"]
+    ref = _run(args + [str(tmp_path / "ref")], cache)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(CMD + ["--cache-dir", str(cache)] + args + [str(run)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = run / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (latest.is_file() and latest.read_text().strip() >= "step_000004"):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert latest.is_file(), "no checkpoint was written before the kill"
+    assert not (run / "model.safetensors").exists(), "the run finished before it could be killed"
+    killed_at = latest.read_text().strip()
+    resumed = _run(args + [str(run)], cache)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = _weights(tmp_path / "ref"), _weights(run)
+    assert a.keys() == b.keys()
+    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    assert worst == 0.0, f"resumed from {killed_at}: max weight difference {worst}"
+    assert json.loads((run / "history.json").read_text())[-1]["step"] == 8
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process(tmp_path):
+    cache = tmp_path / "cache"
+    args = ["--phase", "phase1a", "--steps", "4", "--no-resume", "--out"]
+    one = _run(args + [str(tmp_path / "one")], cache)
+    assert one.returncode == 0, one.stderr[-2000:]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
+    two = subprocess.run(launch + CMD[2:] + ["--cache-dir", str(cache)] + args + [str(tmp_path / "two")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    changed = [k for k in a if k.startswith("relevance.")]
+    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in changed)
+    assert worst < 1e-4, f"1-process vs 2-process max parameter difference {worst}"
