@@ -198,13 +198,16 @@ def make_batch(data: TrainData, model, phase: PhaseConfig, step: int, cfg: Train
 def mixed_allocation(targets: torch.Tensor, g, seed: int, step: int, rank: int, world: int, global_batch: int):
     """Random budgets and utilities so the downstream learns to read any allocation: 45 % aimed
     at the target (oracle), 20 % random, 20 % uniform, 15 % random budgets over the target's
-    neighbourhood; budgets from gist-only to well above the accurate mode, and occasionally full."""
+    neighbourhood; budgets from gist-only to well above the accurate mode, and 3 % of steps full."""
     choices = [g.min_tokens, g.budget_for_mode("balanced"), g.uniform_budget, g.budget_for_mode("accurate"),
                min(2 * g.budget_for_mode("accurate"), g.max_tokens)]
     budgets, utils = [], []
+    # full resolution is drawn per step, not per sample: one full sample would pad the whole batch
+    # to max_tokens and cost ~10x the step time
+    full_step = np.random.default_rng([seed, step, 3]).random() < 0.03
     for k, b in enumerate(range(rank, global_batch, world)):
         r = np.random.default_rng([seed, step, 2, b])
-        budget = g.max_tokens if r.random() < 0.03 else int(r.choice(choices))
+        budget = g.max_tokens if full_step else int(r.choice(choices))
         t = targets[k].cpu().numpy()
         t = np.nan_to_num(t, nan=0.0)
         kind = r.random()
