@@ -55,14 +55,15 @@ def encode_scenes(model, dataset, cache_dir: str | Path = "cache", batch_size: i
     for lo in range(0, n, CHUNK):
         hi = min(lo + CHUNK, n)
         full = Path(cache_dir) / f"{name}-{lo:07d}-{lo + CHUNK:07d}.safetensors"
-        if full.is_file():
-            blob = load_file(str(full))
+        part = Path(cache_dir) / f"{name}-{lo:07d}-{hi:07d}.safetensors"  # == full for a whole chunk
+        hit = full if full.is_file() else part if part.is_file() else None
+        if hit is not None:
+            blob = load_file(str(hit))
             f, p = blob["features"][: hi - lo], blob["pixels"][: hi - lo]
         else:
             f, p = _encode_range(model, dataset, lo, hi, batch_size, bar)
-            if hi - lo == CHUNK:  # only whole chunks are cached; a partial one is cheap to redo
-                atomic_write(full, lambda tmp: save_file({"features": f.contiguous(), "pixels": p.contiguous()}, tmp))
-                log.info("cached SAM features of scenes %d..%d at %s", lo, hi, full)
+            atomic_write(part, lambda tmp: save_file({"features": f.contiguous(), "pixels": p.contiguous()}, tmp))
+            log.info("cached SAM features of scenes %d..%d at %s", lo, hi, part)
         feats.append(f)
         pix.append(p)
         bar.n = hi
