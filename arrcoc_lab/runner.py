@@ -20,9 +20,10 @@ def phase_notebooks() -> dict[str, Path]:
     out = {}
     for nb in sorted(NOTEBOOKS.glob("*.ipynb")):
         text = nb.read_text()
-        for name in ("phase0", "phase1a", "phase1", "phase2", "phase3", "benchmark", "quickstart"):
+        for name in ("phase0", "phase1a", "phase1", "phase2", "phase3"):
             if f'phase = \\"{name}\\"' in text:
                 out[name] = nb
+    out["evaluation"] = NOTEBOOKS / "20_lab_evaluation.ipynb"
     return out
 
 

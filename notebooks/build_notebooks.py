@@ -129,6 +129,98 @@ def build(name, phase, steps, title, text):
     nbf.write(nb, Path(__file__).parent / f"{name}.ipynb")
 
 
+
+
+EVAL_PARAMS = """# parameters
+preset = "lab"
+weights = None            # None = the shipped lab weights
+data = "scenebench:test"
+n_scenes = 100
+output_dir = "reports/lab/evaluation"
+cache_dir = "cache"
+train_reports = "reports/lab"   # phase reports, for the training-time collapse check
+"""
+
+EVAL_SETUP = """import json, warnings
+from pathlib import Path
+import numpy as np
+from IPython.display import Image, display
+from arrcoc_lab import load_pipeline
+from arrcoc_lab.evaluate import load_eval_set, evaluate, summarize
+from arrcoc_lab.viz_report import accuracy_by_bucket_figure, allocation_examples_figure
+from arrcoc_lab.checkpoint import atomic_write_text
+warnings.filterwarnings("ignore", category=UserWarning)
+out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)
+pipe = load_pipeline(preset, weights=weights)
+g = pipe.geometry
+budget = g.uniform_budget
+print(f"preset {preset}, weights {pipe.config.weights}, uniform-16x budget {budget} tokens")
+ev = load_eval_set(pipe.model, data, n_scenes, cache_dir)"""
+
+EVAL_RUN = """policies = ["arrcoc", "uniform", "random", "full", "heuristic", "learned-tier"]
+rows, summary = {}, {}
+for p in policies:
+    rows[p] = evaluate(pipe.model, ev, p, None if p in ("full", "learned-tier", "heuristic") else budget)
+    summary[p] = summarize(rows[p], g)
+    s = summary[p]
+    print(f"{p:>12}: acc {s['accuracy']:.3f} | gist {s['accuracy_gist']:.3f} | detail {s['accuracy_detail']:.3f} | "
+          f"tokens {s['avg_tokens']:.1f} (gist {s['avg_tokens_gist']:.1f}, detail {s['avg_tokens_detail']:.1f}) | "
+          f"lift {s['target_lift_detail']:.2f} | qdep {s['query_dependence'].get('rate', float('nan')):.2f}")"""
+
+EVAL_BARS = """a, u, r, f, lt = (summary[k] for k in ("arrcoc", "uniform", "random", "full", "learned-tier"))
+pts = lambda x: 100 * x
+phase_avg = {}
+for ph in ("phase1", "phase3"):
+    h = Path(train_reports) / ph / "history.json"
+    if h.is_file():
+        hist = json.loads(h.read_text())
+        phase_avg[ph] = float(np.mean([row["avg_tokens"] for row in hist[-max(1, len(hist) // 4):]]))
+bars = {
+    "target_lift_detail >= 3": (a["target_lift_detail"], a["target_lift_detail"] >= 3),
+    "query_dependence_rate >= 0.90": (a["query_dependence"]["rate"], a["query_dependence"]["rate"] >= 0.90),
+    "detail: arrcoc >= uniform + 20 pts": (pts(a["accuracy_detail"] - u["accuracy_detail"]), a["accuracy_detail"] >= u["accuracy_detail"] + 0.20),
+    "detail: arrcoc >= random + 20 pts": (pts(a["accuracy_detail"] - r["accuracy_detail"]), a["accuracy_detail"] >= r["accuracy_detail"] + 0.20),
+    "detail: arrcoc within 5 pts of full": (pts(a["accuracy_detail"] - f["accuracy_detail"]), a["accuracy_detail"] >= f["accuracy_detail"] - 0.05),
+    "avg tokens within 10% of the budget (inference)": (a["avg_tokens"] / budget, abs(a["avg_tokens"] / budget - 1) <= 0.10),
+    "learned-tier: gist gets fewer tokens than detail": ((lt["avg_tokens_gist"], lt["avg_tokens_detail"]), lt["avg_tokens_gist"] < lt["avg_tokens_detail"]),
+}
+for ph, v in phase_avg.items():
+    bars[f"no collapse in {ph} (Gumbel training): avg tokens within 10% of {budget}"] = (v, abs(v / budget - 1) <= 0.10)
+for k, (v, ok) in bars.items():
+    print(f"{'MET ' if ok else 'MISS'}  {k}: {v}")"""
+
+EVAL_FIGS = """report = {"data": data, "policies": summary}
+accuracy_by_bucket_figure(report, out / "accuracy_by_tokens.png")
+allocation_examples_figure(ev, rows, g, out / "allocation_examples.png")
+display(Image(str(out / "allocation_examples.png")))
+display(Image(str(out / "accuracy_by_tokens.png")))"""
+
+EVAL_SAVE = """atomic_write_text(out / "metrics.json", json.dumps({"data": data, "n_scenes": n_scenes, "budget": budget,
+    "weights": pipe.config.weights, "policies": summary,
+    "bars": {k: {"value": v, "met": bool(ok)} for k, (v, ok) in bars.items()}}, indent=2, default=float))
+atomic_write_text(out / "config.json", json.dumps(pipe.config.to_dict(), indent=2))
+print("report written to", out)"""
+
+
+def build_evaluation():
+    nb = nbf.v4.new_notebook()
+    params = nbf.v4.new_code_cell(EVAL_PARAMS)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [
+        nbf.v4.new_markdown_cell("# Lab weights — evaluation against the training issue's bars\n\n"
+                                 "SceneBench test split at the uniform-16× budget: every policy on the same weights, "
+                                 "then each bar checked and reported as met or missed with its value."),
+        params, nbf.v4.new_code_cell(EVAL_SETUP),
+        nbf.v4.new_markdown_cell("## Every policy at the same budget"), nbf.v4.new_code_cell(EVAL_RUN),
+        nbf.v4.new_markdown_cell("## The bars"), nbf.v4.new_code_cell(EVAL_BARS),
+        nbf.v4.new_markdown_cell("## Allocation examples (two detail questions per scene) and accuracy by token bucket"),
+        nbf.v4.new_code_cell(EVAL_FIGS), nbf.v4.new_code_cell(EVAL_SAVE),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbf.write(nb, Path(__file__).parent / "20_lab_evaluation.ipynb")
+
+
 if __name__ == "__main__":
     for name, args in PHASES.items():
         build(name, *args)
+    build_evaluation()
