@@ -9,14 +9,18 @@ STAMP := $(VENV)/.installed
 
 # The whole lab curriculum as papermill notebooks; reports land in reports/lab/<phase>/,
 # checkpoints in runs/lab/<phase>/ (git-ignored); the result is exported as the shipped weights.
-LAB_STEPS_PHASE0 ?= 1500
+# Step counts fit a 2-core CPU in about an hour; on a GPU raise them (make train-lab LAB_STEPS_PHASE0=3000).
+LAB_STEPS_PHASE0 ?= 600
+LAB_STEPS_PHASE1A ?= 200
+LAB_STEPS ?= 100
 train-lab: $(STAMP)
 	$(PY) -m arrcoc_lab.cli run-phase phase0 -p steps $(LAB_STEPS_PHASE0)
-	$(PY) -m arrcoc_lab.cli run-phase phase1a -p init_from runs/lab/phase0/model.safetensors
-	$(PY) -m arrcoc_lab.cli run-phase phase1 -p init_from runs/lab/phase1a/model.safetensors
-	$(PY) -m arrcoc_lab.cli run-phase phase2 -p init_from runs/lab/phase1/model.safetensors
-	$(PY) -m arrcoc_lab.cli run-phase phase3 -p init_from runs/lab/phase2/model.safetensors
+	$(PY) -m arrcoc_lab.cli run-phase phase1a -p steps $(LAB_STEPS_PHASE1A) -p init_from runs/lab/phase0/model.safetensors
+	$(PY) -m arrcoc_lab.cli run-phase phase1 -p steps $(LAB_STEPS) -p init_from runs/lab/phase1a/model.safetensors
+	$(PY) -m arrcoc_lab.cli run-phase phase2 -p steps $(LAB_STEPS) -p init_from runs/lab/phase1/model.safetensors
+	$(PY) -m arrcoc_lab.cli run-phase phase3 -p steps $(LAB_STEPS) -p init_from runs/lab/phase2/model.safetensors
 	$(PY) -m arrcoc_lab.cli export runs/lab/phase3/model.safetensors
+	$(PY) -m arrcoc_lab.cli run-phase evaluation
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

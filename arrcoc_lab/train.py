@@ -198,9 +198,8 @@ def make_batch(data: TrainData, model, phase: PhaseConfig, step: int, cfg: Train
 def mixed_allocation(targets: torch.Tensor, g, seed: int, step: int, rank: int, world: int, global_batch: int):
     """Random budgets and utilities so the downstream learns to read any allocation: 45 % aimed
     at the target (oracle), 20 % random, 20 % uniform, 15 % random budgets over the target's
-    neighbourhood; budgets from gist-only to well above the accurate mode, and 3 % of steps full."""
-    choices = [g.min_tokens, g.budget_for_mode("balanced"), g.uniform_budget, g.budget_for_mode("accurate"),
-               min(2 * g.budget_for_mode("accurate"), g.max_tokens)]
+    neighbourhood; budgets from gist-only to the accurate mode, and 3 % of steps full."""
+    choices = [g.min_tokens, g.budget_for_mode("balanced"), g.uniform_budget, g.budget_for_mode("accurate")]
     budgets, utils = [], []
     # full resolution is drawn per step, not per sample: one full sample would pad the whole batch
     # to max_tokens and cost ~10x the step time
