@@ -1,0 +1,109 @@
+"""Every notebook runs under papermill with small parameters and produces its outputs.
+
+Add a notebook by adding an entry to NOTEBOOKS: its small parameters and a check of what it wrote.
+Notebooks run with the kernel of the interpreter running the tests (a kernel spec in a temporary
+JUPYTER_PATH), from the notebooks/ directory, into a temporary directory.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+KERNEL = "arrcoc-test-venv"
+
+
+def _outputs(nb, mime: str) -> list:
+    return [o["data"][mime] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+            if mime in o.get("data", {})]
+
+
+def check_quickstart(nb, out_dir: Path, executed: Path) -> None:
+    assert sorted(p.name for p in out_dir.iterdir()) == ["compare.png", "policies.png", "summary.json", "views.png"]
+    summary = json.loads((out_dir / "summary.json").read_text())
+    queries = [q["query"] for q in summary["queries"]]
+    assert "What's the formula on the billboard?" in queries and "What city is this?" in queries
+    assert len(queries) == len(set(queries)) >= 3  # the example's detail question, gist question, the seeds'
+    assert summary["image_encodes"] == 1  # one image, encoded once for every question
+    assert [q["timings"]["sam"] > 0 for q in summary["queries"]] == [True] + [False] * (len(queries) - 1)
+    assert len(summary["differences"]) == len(queries) - 1 and set(summary["policies"]) >= {"arrcoc", "heuristic"}
+    heuristic = summary["policies"]["heuristic"]
+    assert heuristic[0] > heuristic[1]  # detail question above the gist question's budget
+    widgets = _outputs(nb, "application/vnd.jupyter.widget-view+json")
+    assert len(widgets) == 1  # the inspector
+    pngs = _outputs(nb, "image/png")
+    assert len(pngs) == 3 and all(len(p) < 200_000 for p in pngs)  # static figures, downscaled
+    assert executed.stat().st_size < 1_500_000
+
+
+def check_phase(nb, out_dir: Path, executed: Path) -> None:
+    names = {p.name for p in out_dir.iterdir()}
+    assert {"metrics.json", "config.json", "history.json", "training_curves.png"} <= names
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and set(metrics["val"]) == {"arrcoc", "uniform", "random", "full"}
+    assert metrics["val"]["full"]["avg_tokens"] == 1024  # the lab geometry's full resolution
+    history = json.loads((out_dir / "history.json").read_text())
+    assert [h["step"] for h in history] == [1, 2]
+    assert json.loads((out_dir / "config.json").read_text())["pipeline"]["preset"] == "lab"
+
+
+def check_evaluation(nb, out_dir: Path, executed: Path) -> None:
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert set(metrics["policies"]) == {"arrcoc", "uniform", "random", "full", "heuristic", "learned-tier"}
+    assert {"target_lift_detail >= 3", "query_dependence_rate >= 0.90"} <= set(metrics["bars"])
+    assert all(set(v) == {"value", "met"} for v in metrics["bars"].values())
+    assert (out_dir / "allocation_examples.png").is_file() and (out_dir / "accuracy_by_tokens.png").is_file()
+
+
+PHASE_SMALL = {"preset": "lab", "steps": 2, "batch_size": 4, "n_scenes": 4, "eval_scenes": 2, "cache_dir": "{cache}",
+               "run_dir": "{tmp}/run", "resume": False}
+NOTEBOOKS = {
+    "00_quickstart": ({"preset": "tiny", "image_index": 0, "figure_dpi": 40, "policies": ["arrcoc", "heuristic"]}, check_quickstart),
+    "10_phase0_downstream": (PHASE_SMALL, check_phase),
+    "11_phase1a_allocator_pretrain": (PHASE_SMALL, check_phase),
+    "12_phase1_allocator_adapter": (PHASE_SMALL, check_phase),
+    "13_phase2_clip_adapter": (PHASE_SMALL, check_phase),
+    "14_phase3_end_to_end": (PHASE_SMALL, check_phase),
+    "20_lab_evaluation": ({"n_scenes": 2, "cache_dir": "{cache}", "train_reports": "{tmp}/none"}, check_evaluation),
+}
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One SAM feature cache for all notebooks of the module (the scenes are the same)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def venv_kernel(tmp_path_factory):
+    """A kernel spec for this interpreter, found first through JUPYTER_PATH."""
+    root = tmp_path_factory.mktemp("jupyter")
+    spec = root / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "ARR-COC Lab (test venv)", "language": "python"}))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("JUPYTER_PATH", str(root))
+    mp.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    yield KERNEL
+    mp.undo()
+
+
+@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
+def test_notebook_runs(name, tmp_path, venv_kernel, shared_cache):
+    import papermill as pm
+
+    params, check = NOTEBOOKS[name]
+    params = {k: v.format(cache=shared_cache, tmp=tmp_path) if isinstance(v, str) else v for k, v in params.items()}
+    out_dir, executed = tmp_path / "out", tmp_path / f"{name}.ipynb"
+    pm.execute_notebook(NOTEBOOK_DIR / f"{name}.ipynb", executed, parameters=dict(params, output_dir=str(out_dir)),
+                        kernel_name=venv_kernel, cwd=str(NOTEBOOK_DIR), progress_bar=False, execution_timeout=300)
+    nb = nbformat.read(executed, as_version=4)
+    assert not nb.metadata["papermill"]["exception"]
+    assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    check(nb, out_dir, executed)
