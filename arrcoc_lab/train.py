@@ -92,8 +92,10 @@ class TrainStep(nn.Module):
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         m, ph, g = self.model, self.phase, self.model.geometry
         feats, pixels = batch["features"], batch["pixels"]
-        q = m.query_encoder(batch["questions"])
-        rel = m.relevance(feats, q, pixels)
+        # the analyzer and query encoder only run when the phase reads them (a third of a phase-0 step)
+        needs_rel = "relevance" in ph.losses or ph.allocation in ("gumbel", "model")
+        q = m.query_encoder(batch["questions"]) if needs_rel or "tier" in ph.losses else None
+        rel = m.relevance(feats, q, pixels) if needs_rel else None
         out: dict[str, torch.Tensor] = {}
         if "relevance" in ph.losses:
             out["relevance"] = relevance_loss(rel.cell_logit, batch["target_cells"])
