@@ -40,6 +40,8 @@ class ClipConfig:
 class ClipOutput:
     tokens: torch.Tensor  # (B, T, W) contextual tokens (after ln_post), zero at padding
     pooled: torch.Tensor  # (B, E) class token projected to CLIP's embedding space
+    cls_attention: torch.Tensor | None = None  # (B, T) class-token attention over the tokens in the last block
+                                               # (head mean; only when asked: VisionZip's dominant-token score)
 
 
 def create_openclip(name: str, pretrained: str | None) -> nn.Module:
@@ -87,16 +89,34 @@ class ClipOnTokens(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.visual.set_grad_checkpointing(enable)
 
-    def forward(self, ts: TokenSet) -> ClipOutput:
+    def forward(self, ts: TokenSet, cls_attention: bool = False) -> ClipOutput:
         v = self.visual
         x = self.input_proj(ts.tokens) + self.sample_positions(ts.positions)  # (B, T, W)
         cls = (v.class_embedding + v.positional_embedding[0]).to(x.dtype)
         x = torch.cat([cls.expand(x.shape[0], 1, -1), x], 1)  # (B, T, W) -> (B, 1+T, W)
         x = v.ln_pre(x)
-        x = v.transformer(x, attn_mask=self.attention_mask(ts.mask, x.dtype))
+        mask = self.attention_mask(ts.mask, x.dtype)
+        last_in = {}
+        hook = (v.transformer.resblocks[-1].register_forward_pre_hook(lambda m, args: last_in.update(x=args[0]))
+                if cls_attention else None)
+        try:
+            x = v.transformer(x, attn_mask=mask)
+        finally:
+            if hook is not None:
+                hook.remove()
         x = v.ln_post(x)
         pooled = x[:, 0] @ v.proj if v.proj is not None else x[:, 0]
-        return ClipOutput(tokens=x[:, 1:] * ts.mask.unsqueeze(-1), pooled=pooled)
+        attn = self.class_attention(last_in["x"], mask) if cls_attention else None
+        return ClipOutput(tokens=x[:, 1:] * ts.mask.unsqueeze(-1), pooled=pooled, cls_attention=attn)
+
+    def class_attention(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Attention of the class token over the tokens in the last block, from that block's input
+        x (B, 1+T, W): one query row, so it costs about one extra key projection."""
+        blk = self.visual.transformer.resblocks[-1]
+        h = blk.ln_1(x)
+        _, w = blk.attn(h[:, :1], h, h, need_weights=True, average_attn_weights=True,
+                        attn_mask=mask[:, :1].to(h.dtype))  # (B·H, 1, 1+T) mask -> weights (B, 1, 1+T)
+        return w[:, 0, 1:]  # (B, T): drop the class token's attention to itself
 
     def sample_positions(self, positions: torch.Tensor) -> torch.Tensor:
         """Bilinear sample of the (gh, gw) positional grid at token centres (y, x) ∈ [0, 1]."""
