@@ -110,13 +110,20 @@ class ClipOnTokens(nn.Module):
         return ClipOutput(tokens=x[:, 1:] * ts.mask.unsqueeze(-1), pooled=pooled, cls_attention=attn)
 
     def class_attention(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Attention of the class token over the tokens in the last block, from that block's input
-        x (B, 1+T, W): one query row, so it costs about one extra key projection."""
+        """Attention of the class token over the tokens in the last block (head mean), from that
+        block's input x (B, 1+T, W) and additive mask (B·H, 1+T, 1+T): one query row and the keys,
+        so it costs one key projection (no values, no output)."""
         blk = self.visual.transformer.resblocks[-1]
+        attn = blk.attn
+        B, L, W = x.shape
+        H = attn.num_heads
         h = blk.ln_1(x)
-        _, w = blk.attn(h[:, :1], h, h, need_weights=True, average_attn_weights=True,
-                        attn_mask=mask[:, :1].to(h.dtype))  # (B·H, 1, 1+T) mask -> weights (B, 1, 1+T)
-        return w[:, 0, 1:]  # (B, T): drop the class token's attention to itself
+        wq, wk, _ = attn.in_proj_weight.chunk(3)
+        bq, bk, _ = attn.in_proj_bias.chunk(3) if attn.in_proj_bias is not None else (None, None, None)
+        q = F.linear(h[:, :1], wq, bq).view(B, 1, H, W // H).transpose(1, 2)  # (B, 1, W) -> (B, H, 1, d)
+        k = F.linear(h, wk, bk).view(B, L, H, W // H).transpose(1, 2)  # (B, L, W) -> (B, H, L, d)
+        logits = q @ k.transpose(-1, -2) * (W // H) ** -0.5 + mask.view(B, H, L, L)[:, :, :1]  # (B, H, 1, L)
+        return logits.softmax(-1).mean(1)[:, 0, 1:]  # (B, T): head mean, class token's self-attention dropped
 
     def sample_positions(self, positions: torch.Tensor) -> torch.Tensor:
         """Bilinear sample of the (gh, gw) positional grid at token centres (y, x) ∈ [0, 1]."""

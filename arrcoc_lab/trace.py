@@ -53,12 +53,14 @@ class Trace:
     @contextmanager
     def stage(self, name: str):
         """Time a stage (entering the same name again adds to it); count its FLOPs if asked."""
-        from torch.utils.flop_counter import FlopCounterMode
+        counter, kernels = None, nullcontext()
+        if self.count_flops:
+            from .metrics import countable_kernels, total_flop_counter
 
-        counter = FlopCounterMode(display=False) if self.count_flops else None
+            counter, kernels = total_flop_counter(), countable_kernels()
         t0 = time.perf_counter()
         try:
-            with counter if counter is not None else nullcontext():
+            with kernels, (counter if counter is not None else nullcontext()):
                 yield
         finally:
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
