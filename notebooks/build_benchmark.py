@@ -10,13 +10,13 @@ import nbformat as nbf
 
 PARAMS = """# parameters
 preset = "lab"
-weights = None           # our safetensors weights; None = the preset's default (the shipped lab weights)
+weights = None           # our safetensors weights (None: the preset's default, the shipped lab weights)
 n_scenes = 5             # scenes per split (6 questions each): small for CPU
 data = ["scenebench:test", "docsynth:test"]
 budgets = [64, 100, 144, 256, 400]   # paper-geometry budgets, scaled to the preset by n_cells / 64; full is added
-policies = None          # None = every registered policy, e.g. ["arrcoc", "uniform", "random", "full", "fastv"]
+policies = None          # a list of policy names (None: every registered policy)
 paper_flops = True       # count FLOPs per stage at the paper geometry (meta device, ~20 s on CPU)
-max_new_tokens = None    # answer length cap; None = the preset's
+max_new_tokens = None    # answer length cap (None: the preset's)
 batch_size = 8
 device = "cpu"           # cpu | cuda
 output_dir = "reports/bench/lab"     # metrics.json, report.md, rows.jsonl, figures
