@@ -40,16 +40,16 @@ def test_registered_with_citations():
         assert "here" in type(p).__doc__.lower()  # says what differs ("Here …" / "here …")
 
 
+@pytest.mark.parametrize("k", range(5))  # index into BUDGETS[preset]
 @pytest.mark.parametrize("policy", BL.BASELINES)
 @pytest.mark.parametrize("preset", ["tiny", "lab"])
-def test_exact_budget_reaches_the_llm(preset, policy, tiny_pipe, lab_pipe, rgb, monkeypatch):
-    pipe = {"tiny": tiny_pipe, "lab": lab_pipe}[preset]
+def test_exact_budget_reaches_the_llm(preset, policy, k, tiny_pipe, lab_pipe, rgb, monkeypatch):
+    pipe, budget = {"tiny": tiny_pipe, "lab": lab_pipe}[preset], BUDGETS[preset][k]
     seen = _llm_visual_counts(pipe, monkeypatch)
-    for budget in BUDGETS[preset]:
-        out = pipe(rgb, QUESTION, budget=budget, policy=policy, max_new_tokens=1)
-        assert out.num_tokens == budget == out.tokens_per_cell.sum()
-        assert seen[-1] == [budget]
-        assert out.tokens_per_cell.min() >= 0 and out.budget == budget
+    out = pipe(rgb, QUESTION, budget=budget, policy=policy, max_new_tokens=1)
+    assert out.num_tokens == budget == out.tokens_per_cell.sum()
+    assert seen == [[budget]]  # exactly B visual tokens in the answer pass
+    assert out.tokens_per_cell.min() >= 0 and out.budget == budget
 
 
 @pytest.mark.parametrize("policy", BL.BASELINES)
@@ -67,7 +67,7 @@ def test_batch_of_questions_keeps_exact_budgets(tiny_pipe, rgb, policy):
 @pytest.mark.parametrize("policy", BL.BASELINES)
 def test_runs_through_the_pipeline(pipe, rgb, policy):
     g = pipe.geometry
-    out = pipe(rgb, QUESTION, policy=policy)  # default budget: the uniform one
+    out = pipe(rgb, QUESTION, policy=policy, max_new_tokens=2)  # default budget: the uniform one
     assert isinstance(out.answer, str) and out.num_tokens == g.uniform_budget
     assert out.tokens_per_cell.shape == (g.cells_per_side,) * 2
     assert ((out.levels >= g.min_level) & (out.levels <= g.max_level_index)).all()
@@ -162,6 +162,25 @@ def test_fastv_prunes_with_the_llm(tiny_pipe, rgb, monkeypatch):
     assert lengths[k - 1][1] == 9 + prompt  # answer pass: B tokens
     assert [len(lengths[i]) for i in range(k, len(layers))] == [len(lengths[0]) - 1] * (len(layers) - k)  # stopped at K
     assert lm.config._attn_implementation == before and out.num_tokens == 9
+
+
+def test_clip_class_attention_matches_multihead_attention(tiny_pipe):
+    """VisionZip's score: CLIP's class-token attention in the last block, padding excluded."""
+    clip = tiny_pipe.model.clip
+    T, W = 10, clip.visual.class_embedding.shape[-1]
+    mask = torch.ones(2, T, dtype=torch.bool)
+    mask[1, 7:] = False
+    ts = TokenSet(torch.randn(2, T, tiny_pipe.model.compressor.cfg.dim), mask, torch.rand(2, T, 2),
+                  torch.zeros(2, T, dtype=torch.long), torch.zeros(2, T, dtype=torch.long))
+    blk, seen = clip.visual.transformer.resblocks[-1], {}
+    hook = blk.register_forward_pre_hook(lambda m, a: seen.update(x=a[0]))
+    with torch.no_grad():
+        out = clip(ts, cls_attention=True)
+    hook.remove()
+    h = blk.ln_1(seen["x"])
+    _, ref = blk.attn(h[:, :1], h, h, need_weights=True, attn_mask=clip.attention_mask(mask, h.dtype)[:, :1])
+    assert out.cls_attention.shape == (2, T) and torch.allclose(out.cls_attention, ref[:, 0, 1:], atol=1e-6)
+    assert (out.cls_attention[1, 7:] == 0).all() and W == clip.width
 
 
 def test_fastv_follows_the_llm_attention(tiny_pipe, rgb, monkeypatch):
