@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,6 +62,7 @@ class AllocationContext:
     pixels: torch.Tensor  # (B, 3, S, S) in [0, 255]
     features: torch.Tensor  # (B, C, Hp, Wp) SAM features
     seeds: list[int] = field(default_factory=list)  # per-sample seeds for stochastic policies
+    model: Any = None  # the ARRCOC model: token-level policies may score with a later stage (FastV: the LLM)
 
 
 @dataclass
@@ -122,16 +124,29 @@ def gumbel_levels(logits: torch.Tensor, tau: float = 1.0, hard: bool = True, gen
 
 # ---------------------------------------------------------------------------------- policies
 class Policy:
-    """A policy turns the context into (utility map, budget, tier) per sample."""
+    """A policy turns the context into (utility map, budget, tier) per sample.
+
+    Token-level policies (`token_level = True`, the literature baselines in baselines.py) do not
+    plan per-cell levels: the compressor runs every cell at the top level, and after the stage
+    named by `reduce_after` ("compressor" or "clip") the model calls `reduce()`, which must return
+    exactly `budgets[i]` tokens for sample i."""
 
     name = ""
     cite = ""
+    token_level = False  # True: select/merge tokens from the full-resolution set instead of planning levels
+    reduce_after = "clip"  # token-level: the stage whose output reduce() cuts, "compressor" or "clip"
 
     def default_budget(self, geometry: Geometry, cfg: AllocatorConfig) -> int:
         return geometry.budget_for_mode(cfg.default_budget_mode)
 
     def plan(self, ctx: AllocationContext, budgets: list[int], allocator: "Allocator"):
         raise NotImplementedError
+
+    def reduce(self, ctx: AllocationContext, tokens, clip_out, budgets: list[int]):
+        """Token-level policies: full-resolution TokenSet (+ ClipOutput when reduce_after == "clip",
+        else None) → TokenSet of exactly budgets[i] tokens. After CLIP, the returned tokens are CLIP
+        outputs (what the adapter reads next)."""
+        raise NotImplementedError(f"policy {self.name!r} is not token-level")
 
 
 class FullPolicy(Policy):
@@ -260,6 +275,8 @@ class Allocator(nn.Module):
         p = get_policy(policy)
         B = ctx.relevance.cell.shape[0]
         budgets = [self.resolve_budget(policy, budget)] * B
+        if p.token_level:
+            return self.top_level(ctx, budgets, policy)
         utility, budgets, tiers = p.plan(ctx, budgets, self)
         levels = np.stack([solve_knapsack(u, self.geometry, b, self.cfg.utility_exponent)
                            for u, b in zip(utility.float().cpu().numpy(), budgets)])
@@ -267,6 +284,33 @@ class Allocator(nn.Module):
         tokens = torch.tensor(self.geometry.levels, device=levels.device)[levels]
         return Allocation(levels=levels, tokens_per_cell=tokens, num_tokens=tokens.flatten(1).sum(1),
                           budgets=budgets, utility=utility.float(), tiers=tiers, policy=policy)
+
+
+    def top_level(self, ctx: AllocationContext, budgets: list[int], policy: str) -> Allocation:
+        """Every cell at the top level: what a token-level policy reduces from (its budgets are kept
+        for reduce(); the allocation is recounted from the kept tokens by `count_kept`)."""
+        cell = ctx.relevance.cell
+        levels = torch.full(cell.shape, self.geometry.max_level_index, dtype=torch.long, device=cell.device)
+        tokens = torch.full_like(levels, self.geometry.levels[self.geometry.max_level_index])
+        return Allocation(levels=levels, tokens_per_cell=tokens, num_tokens=tokens.flatten(1).sum(1),
+                          budgets=list(budgets), utility=torch.ones_like(cell, dtype=torch.float),
+                          tiers=[None] * len(budgets), policy=policy)
+
+    def count_kept(self, allocation: Allocation, tokens) -> Allocation:
+        """The allocation a token-level policy ended with: kept tokens counted per cell (from
+        TokenSet.cells; a merged token counts in its representative's cell), and as `levels` the
+        largest LOD level whose token count fits each cell's count (the min level for 0 tokens)."""
+        g = self.geometry
+        B = tokens.mask.shape[0]
+        cells = torch.where(tokens.mask, tokens.cells, g.n_cells)  # padding → an overflow bin
+        counts = torch.zeros(B, g.n_cells + 1, dtype=torch.long, device=cells.device)
+        counts.scatter_add_(1, cells, torch.ones_like(cells))
+        per_cell = counts[:, :g.n_cells].view(B, g.cells_per_side, g.cells_per_side)  # (B, n²) -> (B, Hc, Wc)
+        sizes = torch.tensor(g.levels, device=cells.device)
+        levels = ((per_cell.unsqueeze(-1) >= sizes).sum(-1) - 1).clamp(g.min_level, g.max_level_index)
+        return Allocation(levels=levels, tokens_per_cell=per_cell, num_tokens=tokens.lengths,
+                          budgets=allocation.budgets, utility=allocation.utility, tiers=allocation.tiers,
+                          policy=allocation.policy)
 
 
 # ---------------------------------------------------------------------------------- heuristics

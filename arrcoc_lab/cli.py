@@ -4,6 +4,7 @@
     arrcoc-lab example                       # the seeds' example in the terminal: one image, two questions
     arrcoc-lab inspect IMAGE "QUESTION" --budget 64 --policy arrcoc --out alloc.png
     arrcoc-lab eval --preset lab --data scenebench:test --policy arrcoc,uniform --budget 64
+    arrcoc-lab bench --preset lab --weights W --n-scenes 20      # reports/bench/lab/report.md
     arrcoc-lab run-phase phase0 -p steps 1500 -p output_dir reports/lab/phase0
 """
 from __future__ import annotations
@@ -123,6 +124,30 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .allocator import POLICIES
+    from .bench import BenchConfig, run_bench
+
+    pipe = _pipe(args)
+    policies = tuple(sorted(POLICIES)) if args.policies == "all" else tuple(args.policies.split(","))
+    cfg = BenchConfig(data=tuple(args.data.split(",")), n_scenes=args.n_scenes, policies=policies,
+                      paper_budgets=tuple(int(b) for b in args.budgets.split(",")), batch_size=args.batch_size,
+                      flop_samples=args.flop_samples, paper_flops=not args.no_paper_flops,
+                      max_new_tokens=args.max_new_tokens, cache_dir=args.cache_dir)
+    out_dir = args.out or f"reports/bench/{pipe.config.preset}"
+    report = run_bench(pipe, cfg, out_dir)
+    for name in ("allocation_overhead", "pipeline_ratio"):
+        if name in report["targets"]:
+            t = report["targets"][name]
+            print(f"{t['what']}: {100 * t['value']:.1f} % (target ≤ {100 * t['target']:.0f} %, "
+                  f"{'met' if t['met'] else 'missed'} by {100 * abs(t['margin']):.1f} points)")
+    for split, rows in report["targets"]["accuracy"].items():
+        met = sum(r["met"] for r in rows)
+        print(f"{split}: arrcoc beats uniform and random on detail (gist within 2 points) at {met}/{len(rows)} budgets")
+    print(f"report: {out_dir}/report.md")
+    return 0
+
+
 def cmd_train(args) -> int:
     """One phase without a notebook (what `accelerate launch` / torchrun start for multi-process runs)."""
     from .phases import get_phase
@@ -172,13 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def common(sp):
+    def common(sp, allocation: bool = True):
         sp.add_argument("--preset", default="lab", help="lab | paper | tiny (default lab)")
         sp.add_argument("--weights", default=None, help="our safetensors weights (default: the shipped lab weights)")
         sp.add_argument("--config", default=None, help="a config.json that replaces the preset")
         sp.add_argument("--device", default=None, help="cpu, cuda, … (default cpu)")
-        sp.add_argument("--policy", default="arrcoc", help="allocation policy (default arrcoc)")
-        sp.add_argument("--budget", type=_budget, default=None, help="tokens, or fast/balanced/accurate")
+        if allocation:
+            sp.add_argument("--policy", default="arrcoc", help="allocation policy (default arrcoc)")
+            sp.add_argument("--budget", type=_budget, default=None, help="tokens, or fast/balanced/accurate")
         sp.add_argument("--sam-checkpoint", dest="sam_checkpoint", default=None, help="paper: official SAM .pth")
         sp.add_argument("--clip-pretrained", dest="clip_pretrained", default=None, help="paper: open_clip checkpoint")
         sp.add_argument("--llm-path", dest="llm_path", default=None, help="paper: Hugging Face model directory")
@@ -211,6 +237,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--cache-dir", dest="cache_dir", default="cache")
     e.add_argument("--out", default=None, help="report folder (default reports/eval/...)")
     e.set_defaults(fn=cmd_eval)
+
+    b = sub.add_parser("bench", help="every policy at equal budgets on SceneBench/DocSynth: accuracy, tokens, FLOPs, "
+                                     "latency; writes reports/bench/<preset>/ (metrics.json, report.md, plots)")
+    common(b, allocation=False)
+    b.add_argument("--data", default="scenebench:test,docsynth:test", help="comma-separated splits")
+    b.add_argument("--n-scenes", dest="n_scenes", type=int, default=5, help="scenes per split, 6 questions each")
+    b.add_argument("--policies", default="all", help="comma-separated policy names, or all (default)")
+    b.add_argument("--budgets", default="64,100,144,256,400",
+                   help="paper-geometry budgets, scaled to the preset by n_cells/64; full is always added")
+    b.add_argument("--batch-size", dest="batch_size", type=int, default=8)
+    b.add_argument("--flop-samples", dest="flop_samples", type=int, default=2, help="questions whose FLOPs are counted")
+    b.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None)
+    b.add_argument("--no-paper-flops", dest="no_paper_flops", action="store_true",
+                   help="skip counting FLOPs at the paper geometry")
+    b.add_argument("--cache-dir", dest="cache_dir", default="cache")
+    b.add_argument("--out", default=None, help="report folder (default reports/bench/<preset>)")
+    b.set_defaults(fn=cmd_bench)
 
     r = sub.add_parser("run-phase", help="run a phase notebook through papermill (reports/<preset>/<phase>/)")
     r.add_argument("name", help="phase0 | phase1a | phase1 | phase2 | phase3")

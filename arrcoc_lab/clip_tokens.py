@@ -40,6 +40,8 @@ class ClipConfig:
 class ClipOutput:
     tokens: torch.Tensor  # (B, T, W) contextual tokens (after ln_post), zero at padding
     pooled: torch.Tensor  # (B, E) class token projected to CLIP's embedding space
+    cls_attention: torch.Tensor | None = None  # (B, T) class-token attention over the tokens in the last block
+                                               # (head mean; only when asked: VisionZip's dominant-token score)
 
 
 def create_openclip(name: str, pretrained: str | None) -> nn.Module:
@@ -87,16 +89,41 @@ class ClipOnTokens(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.visual.set_grad_checkpointing(enable)
 
-    def forward(self, ts: TokenSet) -> ClipOutput:
+    def forward(self, ts: TokenSet, cls_attention: bool = False) -> ClipOutput:
         v = self.visual
         x = self.input_proj(ts.tokens) + self.sample_positions(ts.positions)  # (B, T, W)
         cls = (v.class_embedding + v.positional_embedding[0]).to(x.dtype)
         x = torch.cat([cls.expand(x.shape[0], 1, -1), x], 1)  # (B, T, W) -> (B, 1+T, W)
         x = v.ln_pre(x)
-        x = v.transformer(x, attn_mask=self.attention_mask(ts.mask, x.dtype))
+        mask = self.attention_mask(ts.mask, x.dtype)
+        last_in = {}
+        hook = (v.transformer.resblocks[-1].register_forward_pre_hook(lambda m, args: last_in.update(x=args[0]))
+                if cls_attention else None)
+        try:
+            x = v.transformer(x, attn_mask=mask)
+        finally:
+            if hook is not None:
+                hook.remove()
         x = v.ln_post(x)
         pooled = x[:, 0] @ v.proj if v.proj is not None else x[:, 0]
-        return ClipOutput(tokens=x[:, 1:] * ts.mask.unsqueeze(-1), pooled=pooled)
+        attn = self.class_attention(last_in["x"], mask) if cls_attention else None
+        return ClipOutput(tokens=x[:, 1:] * ts.mask.unsqueeze(-1), pooled=pooled, cls_attention=attn)
+
+    def class_attention(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Attention of the class token over the tokens in the last block (head mean), from that
+        block's input x (B, 1+T, W) and additive mask (B·H, 1+T, 1+T): one query row and the keys,
+        so it costs one key projection (no values, no output)."""
+        blk = self.visual.transformer.resblocks[-1]
+        attn = blk.attn
+        B, L, W = x.shape
+        H = attn.num_heads
+        h = blk.ln_1(x)
+        wq, wk, _ = attn.in_proj_weight.chunk(3)
+        bq, bk, _ = attn.in_proj_bias.chunk(3) if attn.in_proj_bias is not None else (None, None, None)
+        q = F.linear(h[:, :1], wq, bq).view(B, 1, H, W // H).transpose(1, 2)  # (B, 1, W) -> (B, H, 1, d)
+        k = F.linear(h, wk, bk).view(B, L, H, W // H).transpose(1, 2)  # (B, L, W) -> (B, H, L, d)
+        logits = q @ k.transpose(-1, -2) * (W // H) ** -0.5 + mask.view(B, H, L, L)[:, :, :1]  # (B, H, 1, L)
+        return logits.softmax(-1).mean(1)[:, 0, 1:]  # (B, T): head mean, class token's self-attention dropped
 
     def sample_positions(self, positions: torch.Tensor) -> torch.Tensor:
         """Bilinear sample of the (gh, gw) positional grid at token centres (y, x) ∈ [0, 1]."""

@@ -76,7 +76,7 @@ def evaluate(model, es: EvalSet, policy: str, budget=None, batch_size: int = 32,
                    "num_tokens": int(tpc.sum()), "budget": int(a.budgets[i]), "tier": a.tiers[i],
                    "tokens_per_cell": tpc.tolist(), "target_box": list(s.target_box) if s.target_box else None}
             if s.target_box:
-                ts = M.target_token_share(tpc, boxes, s.target_box, min_cell)
+                ts = M.target_token_share(tpc, boxes, s.target_box, np.minimum(tpc, min_cell))  # token-level policies may leave a cell empty
                 row.update(share=ts.share, area_share=ts.area_share, lift=ts.lift)
             rows.append(row)
         rows[-1]["timings"] = {k: v / len(chunk) for k, v in out.trace.timings.items()}  # per-sample, per batch
@@ -97,8 +97,9 @@ def summarize(rows: list[dict], geometry) -> dict:
         with_box = [r for r in scene_rows if r["target_box"]]
         if len(with_box) >= 2 and with_box[0]["target_box"] != with_box[1]["target_box"]:
             a, b = with_box[:2]
-            qd.append(M.query_dependence(np.array(a["tokens_per_cell"]), np.array(b["tokens_per_cell"]), boxes,
-                                         a["target_box"], b["target_box"], g.levels[g.min_level]))
+            ta, tb = np.array(a["tokens_per_cell"]), np.array(b["tokens_per_cell"])
+            floor = np.minimum(np.minimum(ta, tb), g.levels[g.min_level])  # token-level policies may leave a cell empty
+            qd.append(M.query_dependence(ta, tb, boxes, a["target_box"], b["target_box"], floor))
     edges = sorted({g.min_tokens, g.budget_for_mode("balanced"), g.uniform_budget, g.budget_for_mode("accurate"),
                     g.max_tokens + 1})
     threshold = g.hard_query_min_tokens

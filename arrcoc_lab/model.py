@@ -3,6 +3,11 @@ reads as the pipeline diagram (docs/ARCHITECTURE.md):
 
   pixels ─ sam ─ F ─┐
   questions ─ query ┴─ relevance ─ allocator ─ compressor ─ clip ─ adapter ─ projector ─ llm ─ answers
+
+Token-level policies (the literature baselines, baselines.py) allocate the top level everywhere
+and cut the full token set to the budget after the compressor (ToMe) or after CLIP (FastV,
+SparseVLM, VisionZip, M3): `policy.reduce()`. That decision is the policy's allocation, so its
+time and FLOPs are booked under the "allocator" stage.
 """
 from __future__ import annotations
 
@@ -12,8 +17,9 @@ import torch
 from torch import nn
 
 from .adapter import QualityAdapter
-from .allocator import AllocationContext, Allocator
-from .clip_tokens import ClipOnTokens
+from . import baselines  # noqa: F401  registers the reduction baselines in allocator.POLICIES
+from .allocator import AllocationContext, Allocator, Policy, get_policy
+from .clip_tokens import ClipOnTokens, ClipOutput
 from .compressor import Compressor
 from .geometry import Geometry
 from .llm import LanguageModel
@@ -48,9 +54,10 @@ class ARRCOC(nn.Module):
 
     def forward(self, pixels: torch.Tensor, questions: list[str], policy: str = "arrcoc", budget=None,
                 answers: list[str] | None = None, features: torch.Tensor | None = None, generate: bool = True,
-                seeds: list[int] | None = None, max_new_tokens: int | None = None) -> ModelOutput:
-        g, B = self.geometry, pixels.shape[0]
-        tr = Trace(probes=self.probes)
+                seeds: list[int] | None = None, max_new_tokens: int | None = None,
+                count_flops: bool = False) -> ModelOutput:
+        g, B, p = self.geometry, pixels.shape[0], get_policy(policy)
+        tr = Trace(probes=self.probes, count_flops=count_flops)
         tr.check("input.pixels", pixels, shape=(B, 3, g.image_size, g.image_size), lo=0, hi=255)
         with tr.stage("sam"):
             F = features if features is not None else self.encode_image(pixels)
@@ -62,17 +69,21 @@ class ARRCOC(nn.Module):
             tr.relevance = self.relevance(F, tr.query, pixels)
         tr.check("relevance.patch", tr.relevance.patch, shape=(B, g.patches_per_side, g.patches_per_side), lo=0, hi=1)
         with tr.stage("allocator"):
-            ctx = AllocationContext(tr.relevance, tr.query, questions, pixels, F, seeds or list(range(B)))
+            ctx = AllocationContext(tr.relevance, tr.query, questions, pixels, F, seeds or list(range(B)), model=self)
             tr.allocation = self.allocator(ctx, policy, budget)
-        self._check_allocation(tr)
+        self._check_allocation(tr, p)
         with tr.stage("compressor"):
             tr.tokens = self.compressor(F, tr.allocation.levels)
         tr.check("compressor.tokens", tr.tokens.tokens, mask=tr.tokens.mask)
         if tr.probes and not torch.equal(tr.tokens.lengths, tr.allocation.num_tokens):
             raise InterfaceError("compressor emitted a different number of tokens than allocated")
+        if p.token_level and p.reduce_after == "compressor":
+            self._reduce(tr, ctx, p)
         with tr.stage("clip"):
-            tr.clip = self.clip(tr.tokens)
+            tr.clip = self.clip(tr.tokens, cls_attention=p.token_level and p.reduce_after == "clip")
         tr.check("clip.tokens", tr.clip.tokens, mask=tr.tokens.mask)
+        if p.token_level and p.reduce_after == "clip":
+            self._reduce(tr, ctx, p)
         with tr.stage("adapter"):
             tr.adapter = self.adapter(tr.clip.tokens, tr.tokens.levels, tr.tokens.mask)
         tr.check("adapter.tokens", tr.adapter.tokens, mask=tr.tokens.mask)
@@ -87,10 +98,25 @@ class ARRCOC(nn.Module):
                 out = self.llm.generate(visual, tr.tokens.mask, questions, max_new_tokens)
         return ModelOutput(trace=tr, answers=out, loss=loss)
 
-    def _check_allocation(self, tr: Trace) -> None:
+    def _reduce(self, tr: Trace, ctx: AllocationContext, p: Policy) -> None:
+        """A token-level policy cuts the full token set (and its CLIP output, once computed) to
+        exactly its budget; the allocation is recounted from the tokens it kept."""
+        with tr.stage("allocator"):
+            kept = p.reduce(ctx, tr.tokens, tr.clip, tr.allocation.budgets)
+            tr.allocation = self.allocator.count_kept(tr.allocation, kept)
+        want = torch.tensor(tr.allocation.budgets, device=kept.mask.device)
+        if tr.probes and not torch.equal(kept.lengths, want):
+            raise InterfaceError(f"policy {p.name!r} kept {kept.lengths.tolist()} tokens for budgets {want.tolist()}")
+        tr.check("reduce.tokens", kept.tokens, mask=kept.mask)
+        tr.check("reduce.positions", kept.positions, mask=kept.mask, lo=0, hi=1)
+        if tr.clip is not None:  # reduced after CLIP: the kept tokens are CLIP outputs
+            tr.clip = ClipOutput(tokens=kept.tokens, pooled=tr.clip.pooled, cls_attention=None)
+        tr.tokens = kept
+
+    def _check_allocation(self, tr: Trace, p: Policy) -> None:
         a, g = tr.allocation, self.geometry
         tr.check("allocator.levels", a.levels, shape=(a.levels.shape[0], g.cells_per_side, g.cells_per_side),
                  dtype=torch.long, lo=g.min_level, hi=g.max_level_index)
         over = [(int(n), b) for n, b in zip(a.num_tokens, a.budgets) if n > b]
-        if tr.probes and over:
+        if tr.probes and over and not p.token_level:  # token-level: checked exactly after reduce()
             raise InterfaceError(f"allocator exceeded its budget: {over}")

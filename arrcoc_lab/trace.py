@@ -5,12 +5,14 @@ outputs of every stage (relevance, allocation, token set, adapter output). Widge
 benchmarks and logs read it; nothing recomputes what it holds. Probes check shape, dtype,
 finiteness and range at every stage boundary and raise InterfaceError when a contract breaks.
 They cost a few reductions per stage, so they stay on by default (ARRCOC_PROBES=0 turns them off).
+With `count_flops=True` every stage also runs under torch's FlopCounterMode (exact, from shapes;
+slower, so the benchmark counts FLOPs in a separate pass from its timings).
 """
 from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +39,9 @@ class TensorStats:
 @dataclass
 class Trace:
     probes: bool = True  # raise on contract violations
+    count_flops: bool = False  # count FLOPs per stage (FlopCounterMode)
     timings: dict[str, float] = field(default_factory=dict)  # stage → seconds
+    flops: dict[str, int] = field(default_factory=dict)  # stage → FLOPs (when count_flops)
     stats: dict[str, TensorStats] = field(default_factory=dict)  # boundary name → statistics
     relevance: Any = None  # RelevanceOutput
     allocation: Any = None  # Allocation
@@ -48,11 +52,20 @@ class Trace:
 
     @contextmanager
     def stage(self, name: str):
+        """Time a stage (entering the same name again adds to it); count its FLOPs if asked."""
+        counter, kernels = None, nullcontext()
+        if self.count_flops:
+            from .metrics import countable_kernels, total_flop_counter
+
+            counter, kernels = total_flop_counter(), countable_kernels()
         t0 = time.perf_counter()
         try:
-            yield
+            with kernels, (counter if counter is not None else nullcontext()):
+                yield
         finally:
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+            if counter is not None:
+                self.flops[name] = self.flops.get(name, 0) + int(counter.get_total_flops())
 
     def check(self, name: str, x: torch.Tensor, shape: tuple | None = None, dtype: torch.dtype | None = None,
               lo: float | None = None, hi: float | None = None, mask: torch.Tensor | None = None) -> None:

@@ -37,8 +37,8 @@ def map_values(out, mode: str) -> np.ndarray:
     """The map behind an overlay, scaled to [0, 1]."""
     if mode == "relevance":
         return out.relevance
-    if mode == "tokens":  # log scale: 1, 4, 16, 64 tokens are evenly spaced
-        tokens = np.log(out.tokens_per_cell.astype(np.float64))
+    if mode == "tokens":  # log scale: 1, 4, 16, 64 tokens are evenly spaced (token-level baselines may leave 0: shown as 1)
+        tokens = np.log(np.maximum(out.tokens_per_cell.astype(np.float64), 1))
         top = np.log(out.full_tokens / out.tokens_per_cell.size)
         return tokens / max(top, 1e-9)
     return out.levels / max(out.levels.max(), 1) if out.levels.max() else out.levels.astype(float)

@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import arrcoc_lab.baselines  # noqa: F401  the reduction baselines are policies too (registered on import)
 from arrcoc_lab.allocator import POLICIES, get_policy, gumbel_levels, rule_tier, solve_knapsack, AllocatorConfig
 from arrcoc_lab.errors import InputError
 from arrcoc_lab.geometry import Geometry
