@@ -36,12 +36,12 @@ n_scenes = 3000          # training scenes (6 questions each)
 seed = 0
 device = "cpu"           # cpu | cuda
 mixed_precision = "no"   # no | bf16
-init_from = None         # weights of the previous phase (model.safetensors); None = preset default
+init_from = None         # weights of the previous phase (model.safetensors); None means preset default
 run_dir = "runs/lab/{phase}"          # checkpoints and scratch (git-ignored)
 output_dir = "reports/lab/{phase}"    # report: executed notebook, metrics.json, figures, config
 resume = True
 eval_scenes = 50         # validation scenes for the end-of-phase check
-lr = None                # None = the phase's default
+lr = None                # None means the phase default
 cache_dir = "cache"
 """
 
@@ -133,7 +133,7 @@ def build(name, phase, steps, title, text):
 
 EVAL_PARAMS = """# parameters
 preset = "lab"
-weights = None            # None = the shipped lab weights
+weights = None            # None means the shipped lab weights
 data = "scenebench:test"
 n_scenes = 100
 output_dir = "reports/lab/evaluation"

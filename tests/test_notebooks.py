@@ -69,7 +69,14 @@ NOTEBOOKS = {
     "13_phase2_clip_adapter": (PHASE_SMALL, check_phase),
     "14_phase3_end_to_end": (PHASE_SMALL, check_phase),
     "20_lab_evaluation": ({"n_scenes": 2, "cache_dir": "{cache}", "train_reports": "{tmp}/none"}, check_evaluation),
+    "40_benchmark": ({"n_scenes": 1, "data": ["scenebench:test"], "budgets": [64, 256], "policies": ["arrcoc", "uniform", "full", "visionzip"],
+                      "paper_flops": False, "max_new_tokens": 1, "cache_dir": "{cache}"}, lambda nb, out, ex: check_benchmark(out)),
 }
+
+
+def check_benchmark(out_dir: Path) -> None:
+    names = {p.name for p in out_dir.rglob("*")}
+    assert any(n.endswith(".json") for n in names) and any(n.endswith(".png") for n in names), names
 
 
 @pytest.fixture(scope="module")
