@@ -24,6 +24,7 @@ def phase_notebooks() -> dict[str, Path]:
             if f'phase = \\"{name}\\"' in text:
                 out[name] = nb
     out["evaluation"] = NOTEBOOKS / "20_lab_evaluation.ipynb"
+    out["benchmark"] = NOTEBOOKS / "40_benchmark.ipynb"
     return out
 
 
