@@ -142,10 +142,13 @@ def load_pipeline(preset: str = "lab", weights: str | Path | None = None, device
     """Build a pipeline. `preset` names a registry entry (lab, paper, tiny); `config` (a JSON file
     or PipelineConfig) replaces the preset; `weights` is our safetensors file. `lab` loads the
     shipped weights when they exist and warns when it has to run untrained."""
+    shipped = LAB_WEIGHTS.with_name("config.json")
     if isinstance(config, PipelineConfig):
         cfg = config
     elif config is not None:
         cfg = PipelineConfig.load(config)
+    elif preset == "lab" and weights is None and LAB_WEIGHTS.is_file() and shipped.is_file() and not preset_kwargs:
+        cfg = PipelineConfig.load(shipped)  # the resolved config saved with the shipped weights
     else:
         cfg = get_preset(preset, **preset_kwargs)
     if weights is not None:
