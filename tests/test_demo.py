@@ -220,7 +220,7 @@ def test_twenty_concurrent_requests(client, served, scene, lab_pipe, tmp_path):
     assert peak_rss < 4096 * mib, report
 
 
-def test_page_shows_examples_results_and_errors(served, scene):
+def test_page_shows_examples_results_and_errors(served, scene, lab_pipe):
     from tests.browser import chromium_page
 
     url = served[1]
@@ -231,7 +231,10 @@ def test_page_shows_examples_results_and_errors(served, scene):
         assert page.get_by_text("Examples (3 SceneBench, 2 DocSynth)").is_visible()
         thumbs = page.locator("td[data-testid^='dataset-cell-'][data-testid$='-0'] img")
         assert thumbs.count() == 5
-        assert page.get_by_text("Preset").first.is_visible() and "untrained" in page.inner_text("#arrcoc-header")
+        header = page.inner_text("#arrcoc-header")
+        assert page.get_by_text("Preset").first.is_visible()
+        # the header says which weights run: the shipped file, or that they are untrained
+        assert (Path(lab_pipe.config.weights).name in header) if lab_pipe.config.weights else ("untrained" in header)
         page.click("[data-testid=dataset-cell-0-1]")  # the first example fills the image and both questions
         page.wait_for_function("document.querySelector('#arrcoc-query2 textarea').value.length > 0", timeout=10_000)
         assert page.locator("#arrcoc-query textarea").input_value() == ex.questions[0]
