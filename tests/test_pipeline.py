@@ -117,3 +117,11 @@ def test_probes_catch_a_broken_stage(tiny_pipe, rgb, monkeypatch):
     monkeypatch.setattr(tiny_pipe.model.adapter, "forward", broken)
     with pytest.raises(InterfaceError, match="adapter.tokens.*non-finite"):
         tiny_pipe(rgb, "What city is this?")
+
+
+def test_lab_loads_the_shipped_weights_without_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UntrainedWeightsWarning)
+        pipe = load_pipeline("lab")
+    assert pipe.config.weights.endswith("weights/lab/model.safetensors")
+    assert pipe.config.allocator.utility_exponent == 0.75  # the resolved config shipped beside the weights
