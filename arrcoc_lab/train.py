@@ -68,12 +68,12 @@ class TrainData:
 
 
 def load_train_data(model, cfg: TrainConfig) -> TrainData:
-    from .data import load_dataset
+    from .data import SYNTHETIC, load_dataset
 
     g = model.geometry
-    ds = load_dataset(cfg.data, n=cfg.n_scenes * getattr(load_dataset(cfg.data, n=1, image_size=g.image_size,
-                                                                      patch_size=g.patch_size), "QUESTIONS_PER_SCENE", 1),
-                      image_size=g.image_size, patch_size=g.patch_size)
+    name = cfg.data.split(":", 1)[0]
+    per_scene = SYNTHETIC[name].QUESTIONS_PER_SCENE if name in SYNTHETIC else 1
+    ds = load_dataset(cfg.data, n=cfg.n_scenes * per_scene, image_size=g.image_size, patch_size=g.patch_size)
     scenes = encode_scenes(model, ds, cfg.cache_dir, progress=cfg.progress)
     samples = [ds[i] for i in range(len(ds))]
     return TrainData(scenes, [s.question for s in samples], [s.answer for s in samples],
