@@ -297,7 +297,7 @@ def main(argv=None) -> int:
 
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("default")
+            warnings.filterwarnings("default", category=UserWarning)  # ours: untrained weights, truncation
             return args.fn(args)
     except (InputError, CheckpointError) as e:
         print(f"arrcoc-lab: error: {e}", file=sys.stderr)
