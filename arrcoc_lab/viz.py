@@ -80,7 +80,7 @@ def side_by_side(image: np.ndarray, outs: list, mode: str = "tokens", alpha: flo
         tile = Image.fromarray(overlay(image, o, mode=mode, alpha=alpha))
         canvas = Image.new("RGB", (tile.width, tile.height + 18), (255, 255, 255))
         canvas.paste(tile, (0, 18))
-        title = titles[k] if titles else f"{o.query} — {o.num_tokens} tok"
+        title = titles[k] if titles else f"{o.query} - {o.num_tokens} tok"  # ASCII: PIL's default font has no dashes
         ImageDraw.Draw(canvas).text((3, 3), title[: max(tile.width // 6, 10)], fill=(0, 0, 0))
         tiles.append(canvas)
     total = Image.new("RGB", (sum(t.width for t in tiles) + 6 * (len(tiles) - 1), tiles[0].height), (255, 255, 255))
