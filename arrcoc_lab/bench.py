@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from . import metrics as M
 from .allocator import POLICIES, get_policy, stable_seed
-from .checkpoint import atomic_write_text
+from .checkpoint import atomic_write_text, write_jsonl
 from .evaluate import evaluate, load_eval_set, summarize
 
 log = logging.getLogger(__name__)
@@ -175,9 +175,7 @@ def run_bench(pipe, cfg: BenchConfig, out_dir: str | Path, paper_stages: dict | 
         report["targets"].update(PF.targets(pf))
         report["paper_notes"] = PF.explain(pf)
     atomic_write_text(out_dir / "metrics.json", json.dumps(report, indent=1, default=_json_default))
-    with open(out_dir / "rows.jsonl", "w") as f:
-        for r in all_rows:
-            f.write(json.dumps(r, default=_json_default) + "\n")
+    write_jsonl(out_dir / "rows.jsonl", all_rows, default=_json_default)
     bench_report.write_figures(report, out_dir)
     atomic_write_text(out_dir / "report.md", bench_report.render_markdown(report))
     log.info("benchmark report written to %s", out_dir)

@@ -10,17 +10,11 @@ import math
 from pathlib import Path
 
 from .paper_flops import SEED_ESTIMATES, STAGES
+from .viz_report import _plt
 
 LATENCY_STAGES = ("query", "relevance", "allocator", "compressor", "clip", "adapter", "projector", "llm")
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _ints(d: dict) -> dict:

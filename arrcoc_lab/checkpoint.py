@@ -56,6 +56,11 @@ def _own_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
+def write_jsonl(path: str | Path, rows, default=float) -> None:
+    """One JSON object per line, written atomically."""
+    atomic_write_text(path, "".join(json.dumps(r, default=default) + "\n" for r in rows))
+
+
 def model_state(model: nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     state = {k: v.detach().cpu().contiguous() for k, v in _own_state(model).items()}
     if dtype is not None:

@@ -62,7 +62,7 @@ class Compressor(nn.Module):
         if given, scale each token by its cell's weight for its level (straight-through training)."""
         B = features.shape[0]
         pyramid = self.pyramid(features)  # (B, A, D): every token of every level, cell-major
-        cell, level, pos = self._layout.unbind(-1)  # (A,) each
+        cell, level = self._layout.unbind(-1)  # (A,) each
         cell, level = cell.long(), level.long()
         chosen = levels.flatten(1)[:, cell] == level  # (B, A) which tokens the allocation keeps
         if level_weights is not None:
@@ -97,11 +97,11 @@ class Compressor(nn.Module):
         return torch.cat(per_level, 2).flatten(1, 2)  # (B, cells, Σg², D) -> (B, A, D)
 
     def _build_layout(self) -> torch.Tensor:
-        """(A, 3) rows of (cell index, level index, 0) matching `pyramid`'s order."""
+        """(A, 2) rows of (cell index, level index) matching `pyramid`'s order."""
         rows = []
         for c in range(self.geometry.n_cells):
             for k in range(len(self.geometry.levels)):
-                rows += [(c, k, 0)] * self.geometry.levels[k]
+                rows += [(c, k)] * self.geometry.levels[k]
         return torch.tensor(rows, dtype=torch.float32)
 
     def _centres(self) -> torch.Tensor:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from . import metrics as M
 from .allocator import get_policy, stable_seed
-from .checkpoint import atomic_write_text
+from .checkpoint import atomic_write_text, write_jsonl
 from .features import encode_scenes
 
 log = logging.getLogger(__name__)
@@ -155,10 +155,7 @@ def run_eval(pipe, data: str, policies: list[str], budget, n_scenes: int, out_di
         report["policies"][policy] = summarize(rows, model.geometry)
     atomic_write_text(out_dir / "metrics.json", json.dumps(report, indent=2, default=float))
     atomic_write_text(out_dir / "config.json", json.dumps(pipe.config.to_dict(), indent=2))
-    with open(out_dir / "rows.jsonl", "w") as f:
-        for policy, rows in all_rows.items():
-            for r in rows:
-                f.write(json.dumps({"policy": policy, **r}, default=float) + "\n")
+    write_jsonl(out_dir / "rows.jsonl", ({"policy": policy, **r} for policy, rows in all_rows.items() for r in rows))
     accuracy_by_bucket_figure(report, out_dir / "accuracy_by_tokens.png")
     allocation_examples_figure(es, all_rows, model.geometry, out_dir / "allocation_examples.png")
     return report

@@ -15,17 +15,19 @@ log = logging.getLogger(__name__)
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
+NOTEBOOK_FILES = {  # run-phase name → notebook (notebooks/build_notebooks.py writes the phase ones)
+    "phase0": "10_phase0_downstream.ipynb",
+    "phase1a": "11_phase1a_allocator_pretrain.ipynb",
+    "phase1": "12_phase1_allocator_adapter.ipynb",
+    "phase2": "13_phase2_clip_adapter.ipynb",
+    "phase3": "14_phase3_end_to_end.ipynb",
+    "evaluation": "20_lab_evaluation.ipynb",
+    "benchmark": "40_benchmark.ipynb",
+}
+
+
 def phase_notebooks() -> dict[str, Path]:
-    """Phase name → notebook, read from each notebook's `phase = "…"` parameter."""
-    out = {}
-    for nb in sorted(NOTEBOOKS.glob("*.ipynb")):
-        text = nb.read_text()
-        for name in ("phase0", "phase1a", "phase1", "phase2", "phase3"):
-            if f'phase = \\"{name}\\"' in text:
-                out[name] = nb
-    out["evaluation"] = NOTEBOOKS / "20_lab_evaluation.ipynb"
-    out["benchmark"] = NOTEBOOKS / "40_benchmark.ipynb"
-    return out
+    return {name: NOTEBOOKS / f for name, f in NOTEBOOK_FILES.items()}
 
 
 def parse_value(text: str):
