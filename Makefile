@@ -9,9 +9,9 @@ STAMP := $(VENV)/.installed
 
 # The whole lab curriculum as papermill notebooks; reports land in reports/lab/<phase>/,
 # checkpoints in runs/lab/<phase>/ (git-ignored); the result is exported as the shipped weights.
-# Step counts fit a 2-core CPU in about an hour; on a GPU raise them (make train-lab LAB_STEPS_PHASE0=3000).
-LAB_STEPS_PHASE0 ?= 600
-LAB_STEPS_PHASE1A ?= 200
+# Step counts fit a 2-core CPU in about 90 minutes; on a GPU raise them (make train-lab LAB_STEPS_PHASE0=3000).
+LAB_STEPS_PHASE0 ?= 1600
+LAB_STEPS_PHASE1A ?= 600
 LAB_STEPS ?= 100
 train-lab: $(STAMP)
 	$(PY) -m arrcoc_lab.cli run-phase phase0 -p steps $(LAB_STEPS_PHASE0)

@@ -37,6 +37,9 @@ class PhaseConfig:
     steps: int = 200  # optimisation steps
     target_budget: str = "uniform"  # efficiency: average tokens allowed ("uniform" or a quality mode)
     tau: float = 1.0  # Gumbel-softmax temperature
+    budget_floor: float = 0.25  # efficiency also penalises a batch-average spend below the target, at this weight (0 = one-sided, as in the seeds)
+    detail_share: float | None = None  # fraction of each batch drawn from fine-detail questions (None = as in the data, ~1/3)
+    high_res_steps: float = 0.0  # mixed allocation: share of steps whose targeted detail samples get their target at full resolution
     description: str = ""
 
     def __post_init__(self):
@@ -46,6 +49,12 @@ class PhaseConfig:
         bad = set(self.losses) - set(LOSSES)
         if bad:
             raise InputError(f"phase {self.name}: unknown losses {sorted(bad)}; known: {list(LOSSES)}")
+        if self.detail_share is not None and not 0.0 <= self.detail_share <= 1.0:
+            raise InputError(f"phase {self.name}: detail_share must be in [0, 1], got {self.detail_share}")
+        if not 0.0 <= self.high_res_steps <= 1.0:
+            raise InputError(f"phase {self.name}: high_res_steps must be in [0, 1], got {self.high_res_steps}")
+        if self.budget_floor < 0:
+            raise InputError(f"phase {self.name}: budget_floor must be ≥ 0, got {self.budget_floor}")
         if self.allocation not in ALLOCATIONS:
             raise InputError(f"phase {self.name}: unknown allocation {self.allocation!r}; known: {list(ALLOCATIONS)}")
 
@@ -54,16 +63,17 @@ DOWNSTREAM = ("compressor", "clip", "adapter", "projector", "llm")
 
 PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PhaseConfig("phase0", DOWNSTREAM, {"answer": 1.0}, allocation="mixed", lr=1e-3, steps=1500,
+                detail_share=0.5, high_res_steps=0.2,
                 description="downstream pre-training on randomised allocations"),
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
-                lr=2e-3, steps=300, description="allocator pre-training on region labels and tiers"),
+                lr=2e-3, steps=300, detail_share=0.5, description="allocator pre-training on region labels and tiers"),
     PhaseConfig("phase1", ("relevance", "allocator", "adapter"),
                 {"answer": 1.0, "efficiency": 0.5, "diversity": 0.05, "relevance": 0.5}, allocation="gumbel",
-                lr=3e-4, steps=150, description="allocator + adapter; CLIP and LLM frozen"),
+                lr=3e-4, steps=150, detail_share=0.5, description="allocator + adapter; CLIP and LLM frozen"),
     PhaseConfig("phase2", ("clip", "adapter", "compressor"), {"answer": 1.0, "consistency": 0.1}, allocation="model",
-                lr=3e-4, steps=150, description="adapt CLIP (and adapter); allocator frozen"),
+                lr=3e-4, steps=150, detail_share=0.5, description="adapt CLIP (and adapter); allocator frozen"),
     PhaseConfig("phase3", ("relevance", "allocator") + DOWNSTREAM,
-                {"answer": 1.0, "efficiency": 0.5, "relevance": 0.5}, allocation="gumbel", lr=1e-4, steps=150,
+                {"answer": 1.0, "efficiency": 0.5, "relevance": 0.5}, allocation="gumbel", lr=1e-4, steps=150, detail_share=0.5,
                 description="end to end, efficiency kept"),
 )}
 

@@ -112,7 +112,10 @@ class TrainStep(nn.Module):
             tokens = torch.tensor(g.levels, dtype=probs.dtype, device=probs.device)
             expected = (probs * tokens).flatten(1).sum(1)  # (B,)
             target = g.uniform_budget if ph.target_budget == "uniform" else g.budget_for_mode(ph.target_budget)
-            out["efficiency"] = (F.relu(expected / target - 1) ** 2).mean()
+            # per sample above the target (the seeds' penalty); on the batch average below it, so
+            # gist questions may spend little while the allocator does not drift far under budget
+            out["efficiency"] = ((F.relu(expected / target - 1) ** 2).mean()
+                                 + ph.budget_floor * F.relu(1 - expected.mean() / target) ** 2)
             usage = probs.flatten(0, 2).mean(0)  # (L,)
             out["diversity"] = (usage * (usage * len(usage)).clamp(min=1e-9).log()).sum()
             out["_tokens"] = (weights.detach() * tokens).flatten(1).sum(1).mean()
@@ -126,7 +129,12 @@ class TrainStep(nn.Module):
         a = m.adapter(c.tokens, ts.levels, ts.mask)
         visual = m.projector(a.tokens)
         if "answer" in ph.losses:
-            out["answer"], out["_pred"] = answer_loss(m.llm, visual, ts.mask, batch["questions"], batch["answers"])
+            per, out["_pred"] = answer_loss(m.llm, visual, ts.mask, batch["questions"], batch["answers"])
+            out["answer"] = per.mean()
+            if "detail" in batch:  # logged apart: gist questions dominate the mean and hide whether text is read
+                for name, sel in (("detail", batch["detail"]), ("gist", ~batch["detail"])):
+                    if sel.any():
+                        out[f"_answer_{name}"] = per.detach()[sel].mean()
         if "consistency" in ph.losses:
             out["consistency"] = consistency_loss(visual, ts.mask, m.llm.model.get_input_embeddings().weight)
         out["_levels"] = levels.detach()
@@ -142,8 +150,8 @@ def relevance_loss(cell_logit: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
 
 def answer_loss(llm, visual, mask, questions, answers):
-    """Per-sample mean token CE (so DDP's mean of local means is the global mean) and the
-    teacher-forced greedy prediction of each answer (for the sample log)."""
+    """Per-sample mean token CE, shape (B,) (the loss is its mean, so DDP's mean of local means is
+    the global mean) and the teacher-forced greedy prediction of each answer (for the sample log)."""
     batch = llm.build(visual, mask, questions, answers)
     logits = llm.model(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask).logits
     logits, labels = logits[:, :-1].float(), batch.labels[:, 1:]
@@ -153,7 +161,7 @@ def answer_loss(llm, visual, mask, questions, answers):
     pred_ids = torch.where(valid, logits.argmax(-1), llm.tokenizer.pad_token_id)
     preds = [llm.tokenizer.decode([t for t in row.tolist() if t > 2], skip_special_tokens=True).strip()
              for row in pred_ids]
-    return per.mean(), preds
+    return per, preds
 
 
 def consistency_loss(visual, mask, embeddings) -> torch.Tensor:
@@ -173,12 +181,26 @@ def gumbel_st(logits: torch.Tensor, tau: float, seeds: list[int]) -> torch.Tenso
     return hard + soft - soft.detach()
 
 
+def sample_indices(data: TrainData, phase: PhaseConfig, step: int, cfg: TrainConfig) -> np.ndarray:
+    """The global batch of `step`, drawn without replacement; `phase.detail_share` reweights the
+    draw so that share of the batch (in expectation) is fine-detail questions."""
+    rng = np.random.default_rng([cfg.seed, step])
+    if phase.detail_share is None:
+        return rng.choice(len(data), size=cfg.batch_size, replace=False)
+    detail = np.array([d == "detail" for d in data.difficulty])
+    n_detail = int(detail.sum())
+    if n_detail in (0, len(data)):
+        return rng.choice(len(data), size=cfg.batch_size, replace=False)
+    p = np.where(detail, phase.detail_share / n_detail, (1 - phase.detail_share) / (len(data) - n_detail))
+    k = min(cfg.batch_size, int((p > 0).sum()))
+    return rng.choice(len(data), size=k, replace=False, p=p / p.sum())
+
+
 def make_batch(data: TrainData, model, phase: PhaseConfig, step: int, cfg: TrainConfig, rank: int, world: int,
                device) -> dict:
     """The global batch of `step` (same for any number of processes); this process's share."""
     g = model.geometry
-    rng = np.random.default_rng([cfg.seed, step])
-    idx = rng.choice(len(data), size=cfg.batch_size, replace=False)
+    idx = sample_indices(data, phase, step, cfg)
     mine = idx[rank::world]
     rows = data.scenes.rows([data.scene_index[i] for i in mine])
     boxes = [data.boxes[i] for i in mine]
@@ -187,31 +209,46 @@ def make_batch(data: TrainData, model, phase: PhaseConfig, step: int, cfg: Train
         "pixels": data.scenes.pixels[rows].float().to(device),
         "questions": [data.questions[i] for i in mine],
         "answers": [data.answers[i] for i in mine],
+        "detail": torch.tensor([data.difficulty[i] == "detail" for i in mine], device=device),
         "tiers": torch.tensor([TIER_OF[data.difficulty[i]] for i in mine], device=device),
         "target_cells": target_cells(boxes, g, data.image_hw).to(device),
         "noise_seeds": [int(s) for s in np.random.default_rng([cfg.seed, step, 1]).integers(0, 2**31, cfg.batch_size)[rank::world]],
     }
     if phase.allocation in ("mixed", "model"):
-        batch["budgets"], batch["utility"] = mixed_allocation(batch["target_cells"], g, cfg.seed, step, rank, world,
-                                                              cfg.batch_size)
+        batch["budgets"], batch["utility"] = mixed_allocation(
+            batch["target_cells"], g, cfg.seed, step, rank, world, cfg.batch_size,
+            detail=batch["detail"].tolist(), high_res_steps=phase.high_res_steps)
     return batch
 
 
-def mixed_allocation(targets: torch.Tensor, g, seed: int, step: int, rank: int, world: int, global_batch: int):
-    """Random budgets and utilities so the downstream learns to read any allocation: 45 % aimed
-    at the target (oracle), 20 % random, 20 % uniform, 15 % random budgets over the target's
-    neighbourhood; budgets from gist-only to the accurate mode, and 3 % of steps full."""
+def mixed_allocation(targets: torch.Tensor, g, seed: int, step: int, rank: int, world: int, global_batch: int,
+                     detail: list[bool] | None = None, high_res_steps: float = 0.0):
+    """Random budgets and utilities so the downstream learns to read any allocation.
+
+    Gist samples: 45 % aimed at the target (oracle), 20 % random, 20 % uniform, 15 % random
+    utilities over the target's neighbourhood, at budgets from gist-only to the accurate mode.
+    Fine-detail samples are what the downstream must learn to *read*, so 70 % of them get the
+    oracle at the budgets where a target cell reaches a readable level (uniform and accurate),
+    and on `high_res_steps` of the steps their target at full resolution (the `full` policy's
+    view); 3 % of steps are full everywhere."""
     choices = [g.min_tokens, g.budget_for_mode("balanced"), g.uniform_budget, g.budget_for_mode("accurate")]
+    detail = detail or [False] * len(targets)
     budgets, utils = [], []
     # full resolution is drawn per step, not per sample: one full sample would pad the whole batch
-    # to max_tokens and cost ~10x the step time
+    # to max_tokens and cost ~10x the step time; likewise target-at-full steps
     full_step = np.random.default_rng([seed, step, 3]).random() < 0.03
+    high_step = np.random.default_rng([seed, step, 4]).random() < high_res_steps
     for k, b in enumerate(range(rank, global_batch, world)):
         r = np.random.default_rng([seed, step, 2, b])
-        budget = g.max_tokens if full_step else int(r.choice(choices))
-        t = targets[k].cpu().numpy()
-        t = np.nan_to_num(t, nan=0.0)
+        t = np.nan_to_num(targets[k].cpu().numpy(), nan=0.0)
         kind = r.random()
+        if detail[k] and t.any():
+            kind = 0.0 if kind < 0.7 else 0.45 + 0.55 * (kind - 0.7) / 0.3  # oracle, else the other kinds
+            budget = target_full_budget(t, g) if high_step else int(r.choice(choices[2:]))
+        else:
+            budget = int(r.choice(choices))
+        if full_step:
+            budget = g.max_tokens
         if kind < 0.45 and t.any():
             u = t + 0.05 * r.random(t.shape)
         elif kind < 0.65:
@@ -223,6 +260,17 @@ def mixed_allocation(targets: torch.Tensor, g, seed: int, step: int, rank: int, 
         budgets.append(budget)
         utils.append(u)
     return budgets, torch.from_numpy(np.stack(utils))
+
+
+def target_full_budget(target: np.ndarray, g) -> int:
+    """Tokens of the cheapest smooth allocation with every target cell at the top level: neighbours
+    step down one level per cell of distance, the rest sit at the minimum."""
+    hc, wc = target.shape
+    ys, xs = np.nonzero(target > 0)
+    gy, gx = np.mgrid[0:hc, 0:wc]
+    dist = np.min(np.abs(gy[..., None] - ys) + np.abs(gx[..., None] - xs), axis=-1)  # (Hc, Wc)
+    level = np.maximum(g.min_level, g.max_level_index - g.max_level_step * dist)
+    return int(np.asarray(g.levels)[level].sum())
 
 
 def set_trainable(model, phase: PhaseConfig) -> list[nn.Parameter]:
@@ -351,6 +399,9 @@ def _component(term: str) -> str:
 def _accumulate(running, terms, out, g):
     for k, v in terms.items():
         running.setdefault(k, []).append(float(v.detach()))
+    for k in ("_answer_detail", "_answer_gist"):
+        if k in out:
+            running.setdefault(k[1:], []).append(float(out[k]))
     if "_levels" in out:
         tokens = torch.tensor(g.levels)[out["_levels"].cpu()]
         running.setdefault("avg_tokens", []).append(float(tokens.flatten(1).sum(1).float().mean()))

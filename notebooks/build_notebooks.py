@@ -5,13 +5,13 @@ from pathlib import Path
 import nbformat as nbf
 
 PHASES = {
-    "10_phase0_downstream": ("phase0", 1500, "Phase 0 — downstream pre-training",
+    "10_phase0_downstream": ("phase0", 1600, "Phase 0 — downstream pre-training",
                              "No pretrained CLIP or LLM can be downloaded here, so the lab downstream (compressor heads, "
                              "CLIP on tokens, quality adapter, projector, LLM) is first trained to answer from "
                              "*randomised* allocations: oracle-targeted, random, uniform, at budgets from gist-only to "
                              "full. The result accepts any allocation, which is also what a fair comparison of "
                              "allocation policies needs (one downstream for all)."),
-    "11_phase1a_allocator_pretrain": ("phase1a", 300, "Phase 1-A — allocator pre-training on region labels",
+    "11_phase1a_allocator_pretrain": ("phase1a", 600, "Phase 1-A — allocator pre-training on region labels",
                                       "The relevance analyzer learns which cells hold the question's target region "
                                       "(binary cross-entropy per cell) and the tier classifier learns gist → fast, "
                                       "detail → accurate. Cheap: only the analyzer runs."),
@@ -36,7 +36,7 @@ n_scenes = 3000          # training scenes (6 questions each)
 seed = 0
 device = "cpu"           # cpu | cuda
 mixed_precision = "no"   # no | bf16
-init_from = None         # weights of the previous phase (model.safetensors); None means preset default
+init_from = {init}  # weights of the previous phase (model.safetensors); "random" = fresh init; None = shipped/preset default
 run_dir = "runs/lab/{phase}"          # checkpoints and scratch (git-ignored)
 output_dir = "reports/lab/{phase}"    # report: executed notebook, metrics.json, figures, config
 resume = True
@@ -58,7 +58,9 @@ from arrcoc_lab.checkpoint import atomic_write_text
 logging.basicConfig(level=logging.WARNING)
 warnings.filterwarnings("ignore", category=UserWarning)
 out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)
-pipe = load_pipeline(preset, weights=init_from)
+from arrcoc_lab.presets import get_preset
+pipe = (load_pipeline(preset, config=get_preset(preset)) if init_from == "random"
+        else load_pipeline(preset, weights=init_from))
 if device != "cpu":
     pipe.model.to(device)
 overrides = {"steps": steps} | ({"lr": lr} if lr else {})
@@ -108,7 +110,8 @@ print("report written to", out)"""
 
 def build(name, phase, steps, title, text):
     nb = nbf.v4.new_notebook()
-    params = nbf.v4.new_code_cell(PARAMS.format(phase=phase, steps=steps))
+    init = '"random"' if phase == "phase0" else "None"  # phase 0 starts the chain from scratch
+    params = nbf.v4.new_code_cell(PARAMS.format(phase=phase, steps=steps, init=init))
     params.metadata["tags"] = ["parameters"]
     nb.cells = [
         nbf.v4.new_markdown_cell(f"# {title}\n\n{text}\n\nRun it with papermill: "

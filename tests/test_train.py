@@ -15,7 +15,12 @@ from safetensors.torch import load_file
 
 from arrcoc_lab.errors import NonFiniteLossError
 from arrcoc_lab.phases import PHASES, Curriculum, PhaseConfig, get_phase
-from arrcoc_lab.train import TrainConfig, load_train_data, run_phase
+import numpy as np
+
+from arrcoc_lab.allocator import solve_knapsack
+from arrcoc_lab.features import target_cells
+from arrcoc_lab.train import (TrainConfig, load_train_data, mixed_allocation, run_phase, sample_indices,
+                              target_full_budget)
 
 ROOT = Path(__file__).resolve().parent.parent
 CMD = [sys.executable, "-m", "arrcoc_lab.cli", "train", "--preset", "lab", "--n-scenes", "6", "--batch-size", "4",
@@ -138,3 +143,53 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     changed = [k for k in a if k.startswith("relevance.")]
     worst = max((a[k].float() - b[k].float()).abs().max().item() for k in changed)
     assert worst < 1e-4, f"1-process vs 2-process max parameter difference {worst}"
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_detail_share_sets_the_batch_mix(lab_data, share):
+    _, data, cfg = lab_data
+    phase = get_phase("phase0", detail_share=share)
+    picks = [sample_indices(data, phase, step, cfg) for step in range(200)]
+    assert all(len(set(p.tolist())) == cfg.batch_size for p in picks)  # without replacement
+    frac = np.mean([data.difficulty[i] == "detail" for p in picks for i in p])
+    assert abs(frac - share) < 0.06
+    again = sample_indices(data, phase, 7, cfg)
+    assert np.array_equal(again, picks[7])  # a step's batch depends only on (seed, step)
+
+
+def test_high_res_steps_put_detail_targets_at_full_resolution(lab_data):
+    pipe, data, _ = lab_data
+    g = pipe.geometry
+    detail = [i for i, d in enumerate(data.difficulty) if d == "detail" and data.boxes[i] is not None][:4]
+    targets = target_cells([data.boxes[i] for i in detail], g, data.image_hw)
+    budgets, utility = mixed_allocation(targets, g, seed=0, step=5, rank=0, world=1, global_batch=len(detail),
+                                        detail=[True] * len(detail), high_res_steps=1.0)
+    oracle = 0
+    for t, b, u in zip(targets.numpy(), budgets, utility.numpy()):
+        t = np.nan_to_num(t) > 0
+        assert b == target_full_budget(t.astype(float), g)
+        levels = solve_knapsack(u, g, b)
+        assert np.asarray(g.levels)[levels].sum() <= b
+        if u[~t].max() < 0.1:  # the oracle draw: the whole budget goes to reaching the target at full
+            oracle += 1
+            assert (levels[t] == g.max_level_index).all()
+    assert oracle >= 1
+    # on ordinary steps detail budgets are the readable ones (uniform and accurate), never gist-only
+    budgets, _ = mixed_allocation(targets, g, seed=0, step=5, rank=0, world=1, global_batch=len(detail),
+                                  detail=[True] * len(detail), high_res_steps=0.0)
+    assert set(budgets) <= {g.uniform_budget, g.budget_for_mode("accurate"), g.max_tokens}
+
+
+def test_target_full_budget_counts_the_smooth_ramp():
+    from arrcoc_lab.geometry import Geometry
+    g = Geometry(image_size=256, patch_size=8, cell_patches=8, levels=(1, 4, 16, 64))
+    t = np.zeros((4, 4))
+    t[0, 0] = 1
+    # the target at 64, its two neighbours at 16, the three cells at distance 2 at 4, the rest at 1
+    assert target_full_budget(t, g) == 64 + 2 * 16 + 3 * 4 + 10 * 1
+
+
+@pytest.mark.parametrize("field,value", [("detail_share", 1.5), ("high_res_steps", -0.1), ("budget_floor", -1.0)])
+def test_phase_config_rejects_out_of_range_sampling(field, value):
+    with pytest.raises(ValueError, match=field):
+        get_phase("phase0", **{field: value})
