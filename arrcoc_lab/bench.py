@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+import copy
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,7 @@ class BenchConfig:
     max_new_tokens: int | None = None  # answer length cap (None = the preset's)
     cache_dir: str = "cache"  # SAM feature cache
     progress: bool = True  # tqdm bars
+    own_weights: dict[str, str] = field(default_factory=dict)  # policy → weights of a downstream trained for it; adds "<policy>/own" points
 
 
 def scaled_budgets(geometry, paper_budgets=PAPER_BUDGETS) -> dict[int, int]:
@@ -129,6 +131,19 @@ def accuracy_targets(results: dict, tolerance: float = GIST_TOLERANCE) -> dict:
     return out
 
 
+def own_models(model, own_weights: dict[str, str]) -> dict:
+    """policy → a copy of `model` carrying that policy's own trained weights (same architecture)."""
+    from .checkpoint import load_weights
+
+    out = {}
+    for policy, path in own_weights.items():
+        get_policy(policy)  # unknown names fail loudly, listing the registry
+        net = copy.deepcopy(model)
+        load_weights(net, path)
+        out[policy] = net.eval()
+    return out
+
+
 def run_bench(pipe, cfg: BenchConfig, out_dir: str | Path, paper_stages: dict | None = None) -> dict:
     """The whole benchmark → metrics.json, rows.jsonl, report.md and figures in out_dir.
     `paper_stages`: a count_paper_stages() result to reuse (else counted when cfg.paper_flops)."""
@@ -144,31 +159,35 @@ def run_bench(pipe, cfg: BenchConfig, out_dir: str | Path, paper_stages: dict | 
     pf = paper_stages
     if pf is None and cfg.paper_flops:
         pf = PF.count_paper_stages(list(cfg.paper_budgets), query_encoder=model.query_encoder)
+    own = own_models(model, cfg.own_weights)
+    own_points = [(p, b, pb) for p, b, pb in sweep_points(list(own), budgets)]
     results, all_rows, flops = {}, [], {}
-    bar = tqdm(total=len(points) * len(cfg.data), desc="bench", disable=not cfg.progress)
+    bar = tqdm(total=(len(points) + len(own_points)) * len(cfg.data), desc="bench", disable=not cfg.progress)
     for spec in cfg.data:
         es = load_eval_set(model, spec, cfg.n_scenes, cfg.cache_dir, progress=cfg.progress)
         sam_flops, sam_latency = sam_cost(model, es, cfg.sam_runs)
         results[spec] = []
-        for policy, budget, paper_budget in points:
-            bar.set_postfix_str(f"{spec} {policy}@{budget or 'full'}")
-            rows = evaluate(model, es, policy, budget, cfg.batch_size, progress=False, max_new_tokens=cfg.max_new_tokens)
+        for (policy, budget, paper_budget), name in [(pt, pt[0]) for pt in points] + [(pt, f"{pt[0]}/own") for pt in own_points]:
+            bar.set_postfix_str(f"{spec} {name}@{budget or 'full'}")
+            net = own[policy] if name.endswith("/own") else model  # same data, same allocation rule, its own downstream
+            rows = evaluate(net, es, policy, budget, cfg.batch_size, progress=False, max_new_tokens=cfg.max_new_tokens)
             if (policy, budget) not in flops:  # counted on the first split's first questions: shapes barely vary
                 flops[policy, budget] = point_flops(model, es, policy, budget, cfg.flop_samples)
             point = point_summary(rows, g, flops[policy, budget], sam_flops, sam_latency)
-            point.update(policy=policy, budget=budget, paper_budget=paper_budget,
+            point.update(policy=name, budget=budget, paper_budget=paper_budget,
                          label="full" if budget is None else str(budget))
             if pf is not None:
                 paper = PF.policy_flops(pf, policy, paper_budget)
                 point.update(paper_flops=paper, paper_gflops=sum(paper.values()) / 1e9)
             results[spec].append(point)
-            all_rows += [{"data": spec, "policy": policy, "budget": budget, **r} for r in rows]
+            all_rows += [{"data": spec, "policy": name, "budget": budget, **r} for r in rows]
             bar.update(1)
     bar.close()
     report = {"preset": pipe.config.preset, "weights": pipe.config.weights, "config": asdict(cfg),
               "budgets": {str(k): v for k, v in budgets.items()}, "full_tokens": g.max_tokens, "policies": policies,
               "cites": {p: get_policy(p).cite for p in policies}, "results": results,
-              "targets": {"accuracy": accuracy_targets(results)}, "torch": torch.__version__,
+              "own_weights": dict(cfg.own_weights), "targets": {"accuracy": accuracy_targets(results)},
+              "torch": torch.__version__,
               "device": str(next(model.parameters()).device), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     if pf is not None:
         report["paper_flops"] = pf

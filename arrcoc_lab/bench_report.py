@@ -69,7 +69,7 @@ def _policy_lines(ax, pts, xkey, colours, log=False):
 def write_figures(report: dict, out_dir: str | Path) -> list[Path]:
     plt = _plt()
     out_dir = Path(out_dir)
-    colours = _colours(report["policies"])
+    colours = _colours(list(report["policies"]) + [f"{p}/own" for p in report.get("own_weights", {})])
     paths = []
     for name, xkey, xlabel, log in (("accuracy_vs_tokens", "tokens", "visual tokens to the LLM", True),
                                     ("accuracy_vs_flops", "gflops", f"GFLOPs per question ({report['preset']}, counted)", True)):
@@ -141,6 +141,7 @@ def render_markdown(report: dict) -> str:
     lines += _targets_md(report)
     if "paper_flops" in report:
         lines += _paper_md(report)
+    lines += _own_md(report)
     for split, pts in report["results"].items():
         lines += _split_md(split, pts, "paper_flops" in report)
     lines += ["## Figures", "", "![accuracy vs tokens](accuracy_vs_tokens.png)", "",
@@ -171,6 +172,28 @@ def _targets_md(report: dict) -> list[str]:
                 "detail_vs_uniform", "detail_vs_random", "gist_vs_uniform", "gist_vs_random"))
                 + f" | {'yes' if r['met'] else 'no'} |")
         lines.append("")
+    return lines
+
+
+def _own_md(report: dict) -> list[str]:
+    """Policies that also ran on a downstream trained for them, beside the shared one and arrcoc."""
+    own = report.get("own_weights") or {}
+    if not own:
+        return []
+    lines = ["## Own trained downstream", "",
+             "Each policy below also ran on a downstream fine-tuned on its own allocations (`<policy>/own`); "
+             "the shared downstream (every other row) is the shipped one. Accuracy (%):", ""]
+    for split, pts in report["results"].items():
+        by = {(p["policy"], p["label"]): p for p in pts}
+        for policy, path in own.items():
+            lines += [f"**{split}**, `{policy}/own` = `{path}`", "",
+                      f"| budget | arrcoc detail | {policy} detail | {policy}/own detail | arrcoc gist | {policy} gist | "
+                      f"{policy}/own gist |", "|---|---|---|---|---|---|---|"]
+            for label in sorted({l for (p, l) in by if p == f"{policy}/own"}, key=lambda l: (l == "full", int(l) if l.isdigit() else 0)):
+                cells = [by.get((q, label), {}).get(f"accuracy_{kind}") for kind in ("detail", "gist")
+                         for q in ("arrcoc", policy, f"{policy}/own")]
+                lines.append(f"| {label} | " + " | ".join(_pct(c) for c in cells) + " |")
+            lines.append("")
     return lines
 
 

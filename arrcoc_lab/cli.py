@@ -124,6 +124,18 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _own(pairs: list[str]) -> dict[str, str]:
+    from .errors import InputError
+
+    out = {}
+    for pair in pairs:
+        policy, sep, path = pair.partition("=")
+        if not sep or not policy or not path:
+            raise InputError(f"--own expects POLICY=WEIGHTS, got {pair!r}")
+        out[policy] = path
+    return out
+
+
 def cmd_bench(args) -> int:
     from .allocator import POLICIES
     from .bench import BenchConfig, run_bench
@@ -133,7 +145,7 @@ def cmd_bench(args) -> int:
     cfg = BenchConfig(data=tuple(args.data.split(",")), n_scenes=args.n_scenes, policies=policies,
                       paper_budgets=tuple(int(b) for b in args.budgets.split(",")), batch_size=args.batch_size,
                       flop_samples=args.flop_samples, paper_flops=not args.no_paper_flops,
-                      max_new_tokens=args.max_new_tokens, cache_dir=args.cache_dir)
+                      max_new_tokens=args.max_new_tokens, cache_dir=args.cache_dir, own_weights=_own(args.own))
     out_dir = args.out or f"reports/bench/{pipe.config.preset}"
     report = run_bench(pipe, cfg, out_dir)
     for name in ("allocation_overhead", "pipeline_ratio"):
@@ -252,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-paper-flops", dest="no_paper_flops", action="store_true",
                    help="skip counting FLOPs at the paper geometry")
     b.add_argument("--cache-dir", dest="cache_dir", default="cache")
+    b.add_argument("--own", action="append", default=[], metavar="POLICY=WEIGHTS",
+                   help="also run POLICY on a downstream trained for it (e.g. uniform=runs/lab/uniform_ft/model.safetensors); repeatable")
     b.add_argument("--out", default=None, help="report folder (default reports/bench/<preset>)")
     b.set_defaults(fn=cmd_bench)
 

@@ -12,7 +12,8 @@ losses, with which kind of allocation. One loop (train.py) runs any phase.
   phase2   CLIP + adapter, allocator frozen: answer CE + distribution consistency (projected visual
            tokens match the statistics of the LLM's own input embeddings).
   phase3   end to end, efficiency kept.
-The seeds' 1 ↔ 2 iteration is `rounds` in TrainConfig.
+The seeds' 1 ↔ 2 iteration is `rounds` in TrainConfig. `uniform_ft` is outside the curriculum: it
+gives the benchmark's uniform baseline a downstream of its own.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from .errors import InputError
 
 MODULES = ("relevance", "allocator", "compressor", "clip", "adapter", "projector", "llm")
 LOSSES = ("answer", "relevance", "tier", "efficiency", "diversity", "consistency")
-ALLOCATIONS = ("none", "mixed", "model", "gumbel")
+ALLOCATIONS = ("none", "mixed", "model", "gumbel", "uniform")
 
 
 @dataclass
@@ -30,7 +31,7 @@ class PhaseConfig:
     name: str  # registry key
     trainable: tuple[str, ...]  # ARRCOC submodules that train; everything else is frozen
     losses: dict[str, float]  # loss term → weight (terms: answer, relevance, tier, efficiency, diversity, consistency)
-    allocation: str = "mixed"  # none | mixed (random budgets × oracle/random/uniform/model utilities) | model (knapsack on learned relevance) | gumbel (straight-through from relevance)
+    allocation: str = "mixed"  # none | mixed (random budgets × oracle/random/uniform/model utilities) | model (knapsack on learned relevance) | gumbel (straight-through from relevance) | uniform (fixed 16× everywhere)
     lr: float = 1e-3  # peak learning rate (AdamW, cosine decay after warmup)
     weight_decay: float = 0.01
     warmup: int = 20  # warm-up steps
@@ -75,6 +76,11 @@ PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PhaseConfig("phase3", ("relevance", "allocator") + DOWNSTREAM,
                 {"answer": 1.0, "efficiency": 0.5, "relevance": 0.5}, allocation="gumbel", lr=1e-4, steps=150, detail_share=0.5,
                 description="end to end, efficiency kept"),
+    # not part of the curriculum: the uniform baseline's own downstream for the benchmark (issue 5),
+    # the shipped downstream adapted to fixed 16x allocations for as many steps as phases 2 + 3
+    # adapt it to arrcoc's, so each policy is also compared with a downstream tuned to it
+    PhaseConfig("uniform_ft", DOWNSTREAM, {"answer": 1.0}, allocation="uniform", lr=2e-4, steps=200, detail_share=0.5,
+                description="uniform baseline's own downstream: fine-tuned on fixed 16x allocations"),
 )}
 
 

@@ -120,6 +120,9 @@ class TrainStep(nn.Module):
             out["diversity"] = (usage * (usage * len(usage)).clamp(min=1e-9).log()).sum()
             out["_tokens"] = (weights.detach() * tokens).flatten(1).sum(1).mean()
             out["_usage"] = weights.detach().flatten(0, 2).mean(0)
+        elif ph.allocation == "uniform":
+            levels = torch.full((feats.shape[0], g.cells_per_side, g.cells_per_side), g.uniform_level,
+                                dtype=torch.long, device=feats.device)
         else:
             utility = batch["utility"] if ph.allocation == "mixed" else rel.cell.detach()
             levels = torch.from_numpy(np.stack([solve_knapsack(u, g, b) for u, b in

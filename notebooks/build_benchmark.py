@@ -21,6 +21,7 @@ batch_size = 8
 device = "cpu"           # cpu | cuda
 output_dir = "reports/bench/lab"     # metrics.json, report.md, rows.jsonl, figures
 cache_dir = "cache"      # SAM feature cache
+own_weights = {"uniform": "runs/lab/uniform_ft/model.safetensors"}  # policy → a downstream trained for it (make train-lab writes this one); missing files are skipped
 """
 
 SETUP = """import json, logging, warnings
@@ -33,9 +34,12 @@ from arrcoc_lab.bench import BenchConfig, run_bench, scaled_budgets
 logging.basicConfig(level=logging.WARNING)
 warnings.filterwarnings("ignore", category=UserWarning)
 pipe = load_pipeline(preset, weights=weights, device=None if device == "cpu" else device)
+own = {p: w for p, w in (own_weights or {}).items() if Path(w).is_file()}
+for p in sorted(set(own_weights or {}) - set(own)):
+    print(f"no own downstream for {p}: {own_weights[p]} is missing (make train-lab writes it); skipped")
 cfg = BenchConfig(data=tuple(data), n_scenes=n_scenes, paper_budgets=tuple(budgets),
                   policies=tuple(policies or sorted(POLICIES)), batch_size=batch_size, paper_flops=paper_flops,
-                  max_new_tokens=max_new_tokens, cache_dir=cache_dir)
+                  max_new_tokens=max_new_tokens, cache_dir=cache_dir, own_weights=own)
 print("budgets (paper → preset):", scaled_budgets(pipe.geometry, cfg.paper_budgets), "+ full =", pipe.geometry.max_tokens)
 for name in cfg.policies:
     print(f"  {name:12s} {POLICIES[name].cite}")"""

@@ -157,3 +157,39 @@ def test_cli_bench(tmp_path, capsys):
     assert "paper_flops" not in saved and "pipeline_ratio" not in saved["targets"]
     assert main(["bench", "--policies", "best", "--out", str(out)]) == 2
     assert "unknown policy 'best'" in capsys.readouterr().err
+
+
+def test_cli_bench_with_an_own_downstream(tmp_path, capsys):
+    """`--own uniform=W` adds uniform/own points, evaluated on W's weights, and a report section."""
+    import warnings
+
+    from arrcoc_lab import load_pipeline
+    from arrcoc_lab.checkpoint import save_weights
+    from arrcoc_lab.cli import main
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        other = load_pipeline("lab")
+    with torch.no_grad():
+        for p in other.model.llm.parameters():
+            p.mul_(0.0)  # a visibly different downstream: the zeroed LLM answers the same thing to every question
+    weights = tmp_path / "own.safetensors"
+    save_weights(other.model, weights)
+    out = tmp_path / "bench"
+    args = ["bench", "--n-scenes", "1", "--data", "scenebench:test", "--budgets", "64", "--policies", "uniform",
+            "--no-paper-flops", "--max-new-tokens", "2", "--flop-samples", "1", "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(out)]
+    assert main(args + ["--own", f"uniform={weights}"]) == 0
+    saved = json.loads((out / "metrics.json").read_text())
+    pts = saved["results"]["scenebench:test"]
+    assert [(p["policy"], p["label"]) for p in pts] == [("uniform", "16"), ("uniform/own", "16")]
+    assert saved["own_weights"] == {"uniform": str(weights)}
+    rows = [json.loads(l) for l in (out / "rows.jsonl").read_text().splitlines()]
+    own_preds = {r["pred"] for r in rows if r["policy"] == "uniform/own"}
+    shared_preds = [r["pred"] for r in rows if r["policy"] == "uniform"]
+    assert len(own_preds) == 1 and len(set(shared_preds)) > 1  # the own points really ran on the other weights
+    text = (out / "report.md").read_text()
+    assert "## Own trained downstream" in text and "uniform/own detail" in text
+    assert main(args + ["--own", "uniform"]) == 2 and "POLICY=WEIGHTS" in capsys.readouterr().err
+    assert main(args + ["--own", f"uniform={tmp_path / 'missing.safetensors'}"]) == 2
+    assert "not found" in capsys.readouterr().err
