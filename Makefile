@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 .PHONY: install demo test clean train-lab
 
 # The whole lab curriculum as papermill notebooks; reports land in reports/lab/<phase>/,
-# checkpoints in runs/lab/<phase>/ (git-ignored); the result is exported as the shipped weights.
+# checkpoints in runs/lab/<phase>/ (git-ignored); the result is exported as the shipped weights,
+# evaluated, and benchmarked (with uniform's own fine-tuned downstream, runs/lab/uniform_ft/).
 # Step counts fit a 2-core CPU in about 90 minutes; on a GPU raise them (make train-lab LAB_STEPS_PHASE0=3000).
 LAB_STEPS_PHASE0 ?= 1600
 LAB_STEPS_PHASE1A ?= 600
@@ -21,6 +22,9 @@ train-lab: $(STAMP)
 	$(PY) -m arrcoc_lab.cli run-phase phase3 -p steps $(LAB_STEPS) -p init_from runs/lab/phase2/model.safetensors
 	$(PY) -m arrcoc_lab.cli export runs/lab/phase3/model.safetensors
 	$(PY) -m arrcoc_lab.cli run-phase evaluation
+	$(PY) -m arrcoc_lab.cli train --phase uniform_ft --init-from arrcoc_lab/weights/lab/model.safetensors \
+		--out runs/lab/uniform_ft --steps 200 --n-scenes 3000
+	$(PY) -m arrcoc_lab.cli run-phase benchmark -p output_dir reports/bench/lab
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_run_phase)
 
     t = sub.add_parser("train", help="run one training phase directly (use with accelerate launch / torchrun)")
-    t.add_argument("--phase", required=True, help="phase0 | phase1a | phase1 | phase2 | phase3")
+    t.add_argument("--phase", required=True, help="phase0 | phase1a | phase1 | phase2 | phase3 | uniform_ft")
     t.add_argument("--preset", default="lab")
     t.add_argument("--init-from", dest="init_from", default=None, help="weights to start from")
     t.add_argument("--out", required=True, help="run folder: checkpoints, model.safetensors, history.json")
