@@ -36,7 +36,7 @@ n_scenes = 3000          # training scenes (6 questions each)
 seed = 0
 device = "cpu"           # cpu | cuda
 mixed_precision = "no"   # no | bf16
-init_from = {init}  # weights of the previous phase (model.safetensors); "random" = fresh init; None = shipped/preset default
+init_from = {init}  # weights of the previous phase (model.safetensors), or random for a fresh init, or None for the shipped/preset default
 run_dir = "runs/lab/{phase}"          # checkpoints and scratch (git-ignored)
 output_dir = "reports/lab/{phase}"    # report: executed notebook, metrics.json, figures, config
 resume = True

@@ -14,6 +14,7 @@ import nbformat
 import pytest
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+SHIPPED = NOTEBOOK_DIR.parent / "arrcoc_lab" / "weights" / "lab" / "model.safetensors"
 KERNEL = "arrcoc-test-venv"
 
 
@@ -70,13 +71,19 @@ NOTEBOOKS = {
     "14_phase3_end_to_end": (PHASE_SMALL, check_phase),
     "20_lab_evaluation": ({"n_scenes": 2, "cache_dir": "{cache}", "train_reports": "{tmp}/none"}, check_evaluation),
     "40_benchmark": ({"n_scenes": 1, "data": ["scenebench:test"], "budgets": [64, 256], "policies": ["arrcoc", "uniform", "full", "visionzip"],
-                      "paper_flops": False, "max_new_tokens": 1, "cache_dir": "{cache}"}, lambda nb, out, ex: check_benchmark(out)),
+                      "paper_flops": False, "max_new_tokens": 1, "cache_dir": "{cache}",
+                      # the shipped weights stand in for uniform's own downstream (same architecture)
+                      "own_weights": {"uniform": str(SHIPPED)}}, lambda nb, out, ex: check_benchmark(out)),
 }
 
 
 def check_benchmark(out_dir: Path) -> None:
     names = {p.name for p in out_dir.rglob("*")}
     assert any(n.endswith(".json") for n in names) and any(n.endswith(".png") for n in names), names
+    report = json.loads((out_dir / "metrics.json").read_text())
+    labels = {(p["policy"], p["label"]) for p in report["results"]["scenebench:test"]}
+    assert {("uniform/own", "16"), ("uniform/own", "64")} <= labels
+    assert "## Own trained downstream" in (out_dir / "report.md").read_text()
 
 
 @pytest.fixture(scope="module")
