@@ -379,7 +379,8 @@ def run_phase(model, data: TrainData, phase: PhaseConfig | str, cfg: TrainConfig
             history.append(row)
             running = {}
             bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("answer", "relevance", "avg_tokens")})
-            _warn_collapse(row, phase.name, step + 1)
+            if phase.allocation in ("gumbel", "model"):  # collapse is a property of learned allocations
+                _warn_collapse(row, phase.name, step + 1)
         if acc.is_main_process and "_levels" in out and (step + 1) % cfg.sample_log_every == 0:
             _log_samples(samples_path, step + 1, batch, out, model.geometry)
         if acc.is_main_process and (step + 1) % cfg.ckpt_every == 0 and step + 1 < phase.steps:
