@@ -22,6 +22,7 @@ NOTEBOOK_FILES = {  # run-phase name → notebook (notebooks/build_notebooks.py 
     "phase2": "13_phase2_clip_adapter.ipynb",
     "phase3": "14_phase3_end_to_end.ipynb",
     "evaluation": "20_lab_evaluation.ipynb",
+    "probe": "21_stage_probe.ipynb",
     "benchmark": "40_benchmark.ipynb",
 }
 

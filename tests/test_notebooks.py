@@ -70,11 +70,18 @@ NOTEBOOKS = {
     "13_phase2_clip_adapter": (PHASE_SMALL, check_phase),
     "14_phase3_end_to_end": (PHASE_SMALL, check_phase),
     "20_lab_evaluation": ({"n_scenes": 2, "cache_dir": "{cache}", "train_reports": "{tmp}/none"}, check_evaluation),
+    "21_stage_probe": ({"n_scenes": 12, "epochs": 1, "cache_dir": "{cache}"}, lambda nb, out, ex: check_probe(out)),
     "40_benchmark": ({"n_scenes": 1, "data": ["scenebench:test"], "budgets": [64, 256], "policies": ["arrcoc", "uniform", "full", "visionzip"],
                       "paper_flops": False, "max_new_tokens": 1, "cache_dir": "{cache}",
                       # the shipped weights stand in for uniform's own downstream (same architecture)
                       "own_weights": {"uniform": str(SHIPPED)}}, lambda nb, out, ex: check_benchmark(out)),
 }
+
+
+def check_probe(out_dir: Path) -> None:
+    report = json.loads((out_dir / "metrics.json").read_text())
+    assert [r["stage"] for r in report["results"]] == ["sam", "compressor", "clip", "adapter", "projector"]
+    assert all(0 <= r["test_accuracy"] <= 1 for r in report["results"]) and (out_dir / "stage_probe.png").is_file()
 
 
 def check_benchmark(out_dir: Path) -> None:

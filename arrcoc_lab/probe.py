@@ -1,0 +1,110 @@
+"""Stage probes: where along the pipeline does a visual property stop being readable?
+
+The same small probe (3×3 conv, ReLU, global max pool, linear) is trained on the output of each
+stage — SAM features, then the compressor's, CLIP's, the adapter's and the projector's tokens at one
+LOD level, laid back on their spatial grid — to predict a per-image label (e.g. SceneBench's
+landmark kind). A stage whose probe falls to chance has lost the property, whatever the stages
+after it do. A diagnostic for training, not part of the model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import InputError
+
+STAGES = ("sam", "compressor", "clip", "adapter", "projector")
+LANDMARKS = ("tower", "arch", "dome", "spire", "wheel", "pagoda")  # SceneBench landmark kinds
+
+
+@dataclass
+class ProbeResult:
+    stage: str
+    test_accuracy: float  # held-out accuracy of the probe
+    chance: float  # accuracy of always answering the most frequent training label
+    grid: tuple[int, int, int]  # (channels, height, width) the probe saw
+
+
+def answer_labels(data, classes=LANDMARKS) -> tuple[list[int], torch.Tensor]:
+    """(scene indices, label per scene) from the training questions whose answer is one of `classes`."""
+    label = {}
+    for a, s in zip(data.answers, data.scene_index):
+        if a in classes:
+            label[s] = classes.index(a)
+    if not label:
+        raise InputError(f"no question in the data has an answer among {list(classes)}")
+    scenes = sorted(label)
+    return scenes, torch.tensor([label[s] for s in scenes])
+
+
+@torch.no_grad()
+def stage_grids(model, features: torch.Tensor, level: int, batch: int = 100) -> dict[str, torch.Tensor]:
+    """Every stage's output for SAM features (N, C, Hp, Wp), all cells at LOD `level`, as
+    (N, D, G, G) grids (G = cells per side × tokens per cell side); SAM's own map is kept as is."""
+    g = model.geometry
+    if not 0 <= level < len(g.levels):
+        raise InputError(f"level {level} outside 0..{len(g.levels) - 1}")
+    side = g.cells_per_side * g.level_side(level)
+    out: dict[str, list] = {s: [] for s in STAGES}
+    for i in range(0, len(features), batch):
+        f = features[i:i + batch].float()
+        levels = torch.full((len(f), g.cells_per_side, g.cells_per_side), level, dtype=torch.long, device=f.device)
+        ts = model.compressor(f, levels)
+        c = model.clip(ts)
+        a = model.adapter(c.tokens, ts.levels, ts.mask)
+        v = model.projector(a.tokens)
+        row = (ts.positions[..., 0] * side).long().clamp(0, side - 1)
+        col = (ts.positions[..., 1] * side).long().clamp(0, side - 1)
+        idx = row * side + col  # (B, T) raster index of each token on the grid
+        out["sam"].append(f.cpu())
+        for name, x in (("compressor", ts.tokens), ("clip", c.tokens), ("adapter", a.tokens), ("projector", v)):
+            grid = x.new_zeros(len(f), side * side, x.shape[-1])
+            grid.scatter_(1, idx.unsqueeze(-1).expand_as(x), x)  # (B, T, D) -> (B, G·G, D)
+            out[name].append(grid.transpose(1, 2).reshape(len(f), -1, side, side).cpu())  # -> (B, D, G, G)
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def probe_accuracy(x: torch.Tensor, y: torch.Tensor, train_frac: float = 0.8, epochs: int = 20,
+                   hidden: int = 64, lr: float = 2e-3, seed: int = 0) -> tuple[float, float]:
+    """Train the conv probe on the first `train_frac` of (x (N, D, H, W), y (N,)); return
+    (held-out accuracy, majority-class accuracy on the same held-out part)."""
+    n_tr = int(train_frac * len(y))
+    if n_tr < 1 or n_tr >= len(y):
+        raise InputError(f"need samples on both sides of the split, got {len(y)} samples at train_frac {train_frac}")
+    gen = torch.Generator().manual_seed(seed)
+    mu, sd = x[:n_tr].mean((0, 2, 3), keepdim=True), x[:n_tr].std((0, 2, 3), keepdim=True) + 1e-6
+    x = (x - mu) / sd  # per-channel standardisation, so stages of different scale compare fairly
+    n_cls = int(y.max()) + 1
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        probe = nn.Sequential(nn.Conv2d(x.shape[1], hidden, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1),
+                              nn.Flatten(), nn.Linear(hidden, n_cls))
+    opt = torch.optim.Adam(probe.parameters(), lr)
+    for _ in range(epochs):
+        for j in torch.randperm(n_tr, generator=gen).split(64):
+            loss = F.cross_entropy(probe(x[j]), y[j])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        acc = float((probe(x[n_tr:]).argmax(1) == y[n_tr:]).float().mean())
+    majority = int(np.bincount(y[:n_tr].numpy(), minlength=n_cls).argmax())
+    return acc, float((y[n_tr:] == majority).float().mean())
+
+
+def probe_stages(model, data, level: int | None = None, classes=LANDMARKS, epochs: int = 20) -> list[ProbeResult]:
+    """Probe every stage for the per-scene label given by `classes` (default: landmark kind) at
+    LOD `level` (default: the uniform-16× level)."""
+    level = model.geometry.uniform_level if level is None else level
+    scenes, y = answer_labels(data, classes)
+    feats = data.scenes.features[data.scenes.rows(scenes)]
+    grids = stage_grids(model, feats, level)
+    results = []
+    for stage in STAGES:
+        acc, chance = probe_accuracy(grids[stage], y, epochs=epochs)
+        results.append(ProbeResult(stage, acc, chance, tuple(grids[stage].shape[1:])))
+    return results

@@ -1,0 +1,54 @@
+"""Stage probes (arrcoc_lab/probe.py): the probe learns a spatial property, stage grids keep each
+token at its place, bad input fails clearly."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from arrcoc_lab.errors import InputError
+from arrcoc_lab.probe import STAGES, answer_labels, probe_accuracy, stage_grids
+
+
+def test_probe_reads_a_shape_that_pooling_would_erase():
+    """Class 0: a horizontal bar, class 1: a vertical bar, same pixel count, anywhere in the map —
+    the channel means are equal, so only a spatial probe can tell them apart."""
+    g = torch.Generator().manual_seed(0)
+    n, x = 240, torch.zeros(240, 2, 8, 8)
+    y = torch.arange(n) % 2
+    for i in range(n):
+        r, c = torch.randint(0, 6, (2,), generator=g).tolist()
+        if y[i] == 0:
+            x[i, 0, r, c:c + 3] = 1
+        else:
+            x[i, 0, r:r + 3, c] = 1
+    x[:, 1] = torch.rand(n, 8, 8, generator=g)  # a noise channel
+    acc, chance = probe_accuracy(x, y, epochs=15)
+    assert acc > 0.9 and chance <= 0.6
+    with pytest.raises(InputError, match="both sides"):
+        probe_accuracy(x[:1], y[:1])
+
+
+def test_stage_grids_put_tokens_back_in_place(lab_pipe):
+    g = lab_pipe.geometry
+    feats = torch.randn(3, lab_pipe.model.compressor.cfg.in_dim, g.patches_per_side, g.patches_per_side)
+    grids = stage_grids(lab_pipe.model, feats, g.uniform_level)
+    side = g.cells_per_side * g.level_side(g.uniform_level)
+    assert set(grids) == set(STAGES) and grids["sam"].shape == feats.shape
+    for name in STAGES[1:]:
+        assert grids[name].shape[0] == 3 and grids[name].shape[2:] == (side, side)
+        assert (grids[name].abs().sum(1) > 0).all(), f"{name}: an empty grid place"  # every place filled once
+    # the compressor's top-left token at the uniform level is the top-left 4x4-patch block
+    levels = torch.full((3, g.cells_per_side, g.cells_per_side), g.uniform_level, dtype=torch.long)
+    ts = lab_pipe.model.compressor(feats, levels)
+    first = ts.tokens[:, (ts.positions[0, :, 0] < 1 / side) & (ts.positions[0, :, 1] < 1 / side)][:, 0]
+    assert torch.allclose(grids["compressor"][:, :, 0, 0], first)
+    with pytest.raises(InputError, match="level"):
+        stage_grids(lab_pipe.model, feats, 9)
+
+
+def test_answer_labels():
+    data = SimpleNamespace(answers=["dome", "blue", "arch", "dome"], scene_index=[4, 4, 1, 7])
+    scenes, y = answer_labels(data)
+    assert scenes == [1, 4, 7] and y.tolist() == [1, 2, 2]
+    with pytest.raises(InputError, match="no question"):
+        answer_labels(SimpleNamespace(answers=["blue"], scene_index=[0]))
