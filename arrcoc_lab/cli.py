@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(fn=cmd_bench)
 
     r = sub.add_parser("run-phase", help="run a phase notebook through papermill (reports/<preset>/<phase>/)")
-    r.add_argument("name", help="phase0 | phase1a | phase1 | phase2 | phase3")
+    r.add_argument("name", help="phase0 | phase1a | phase1 | phase2 | phase3 | evaluation | probe | benchmark")
     r.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), help="notebook parameter")
     r.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
     r.set_defaults(fn=cmd_run_phase)
