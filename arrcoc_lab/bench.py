@@ -12,10 +12,10 @@ never asserted; the issue's targets are reported with the margin by which each i
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
-import copy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from . import metrics as M
 from .allocator import POLICIES, get_policy, stable_seed
-from .checkpoint import atomic_write_text, write_jsonl
+from .checkpoint import atomic_write_text, load_weights, write_jsonl
 from .evaluate import evaluate, load_eval_set, summarize
 
 log = logging.getLogger(__name__)
@@ -133,8 +133,6 @@ def accuracy_targets(results: dict, tolerance: float = GIST_TOLERANCE) -> dict:
 
 def own_models(model, own_weights: dict[str, str]) -> dict:
     """policy → a copy of `model` carrying that policy's own trained weights (same architecture)."""
-    from .checkpoint import load_weights
-
     out = {}
     for policy, path in own_weights.items():
         get_policy(policy)  # unknown names fail loudly, listing the registry
@@ -160,16 +158,17 @@ def run_bench(pipe, cfg: BenchConfig, out_dir: str | Path, paper_stages: dict | 
     if pf is None and cfg.paper_flops:
         pf = PF.count_paper_stages(list(cfg.paper_budgets), query_encoder=model.query_encoder)
     own = own_models(model, cfg.own_weights)
-    own_points = [(p, b, pb) for p, b, pb in sweep_points(list(own), budgets)]
+    # (name, network, policy, budget, paper budget): the shared downstream, then each own one
+    runs = [(p, model, p, b, pb) for p, b, pb in points]
+    runs += [(f"{p}/own", own[p], p, b, pb) for p, b, pb in sweep_points(list(own), budgets)]
     results, all_rows, flops = {}, [], {}
-    bar = tqdm(total=(len(points) + len(own_points)) * len(cfg.data), desc="bench", disable=not cfg.progress)
+    bar = tqdm(total=len(runs) * len(cfg.data), desc="bench", disable=not cfg.progress)
     for spec in cfg.data:
         es = load_eval_set(model, spec, cfg.n_scenes, cfg.cache_dir, progress=cfg.progress)
         sam_flops, sam_latency = sam_cost(model, es, cfg.sam_runs)
         results[spec] = []
-        for (policy, budget, paper_budget), name in [(pt, pt[0]) for pt in points] + [(pt, f"{pt[0]}/own") for pt in own_points]:
+        for name, net, policy, budget, paper_budget in runs:
             bar.set_postfix_str(f"{spec} {name}@{budget or 'full'}")
-            net = own[policy] if name.endswith("/own") else model  # same data, same allocation rule, its own downstream
             rows = evaluate(net, es, policy, budget, cfg.batch_size, progress=False, max_new_tokens=cfg.max_new_tokens)
             if (policy, budget) not in flops:  # counted on the first split's first questions: shapes barely vary
                 flops[policy, budget] = point_flops(model, es, policy, budget, cfg.flop_samples)

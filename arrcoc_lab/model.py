@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .adapter import QualityAdapter
+from .adapter import AdapterOutput, QualityAdapter
 from . import baselines  # noqa: F401  registers the reduction baselines in allocator.POLICIES
 from .allocator import AllocationContext, Allocator, Policy, get_policy
 from .clip_tokens import ClipOnTokens, ClipOutput
-from .compressor import Compressor
+from .compressor import Compressor, TokenSet
 from .geometry import Geometry
 from .llm import LanguageModel
 from .projector import Projector
@@ -37,6 +37,14 @@ class ModelOutput:
     loss: torch.Tensor | None  # answer cross-entropy (when answers were given)
 
 
+@dataclass
+class Downstream:
+    tokens: TokenSet  # the compressor's token set
+    clip: ClipOutput
+    adapter: AdapterOutput
+    visual: torch.Tensor  # (B, T, H) projected tokens, the LLM's visual input
+
+
 class ARRCOC(nn.Module):
     def __init__(self, geometry: Geometry, sam: SamEncoder, query_encoder: nn.Module, relevance: RelevanceAnalyzer,
                  allocator: Allocator, compressor: Compressor, clip: ClipOnTokens, adapter: QualityAdapter,
@@ -51,6 +59,14 @@ class ARRCOC(nn.Module):
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """The frozen, cacheable part: pixels (B, 3, S, S) → SAM features (B, C, Hp, Wp)."""
         return self.sam(pixels)
+
+    def downstream(self, features: torch.Tensor, levels: torch.Tensor,
+                   level_weights: torch.Tensor | None = None) -> Downstream:
+        """Compressor → CLIP → adapter → projector for a given allocation, untimed (training, probes)."""
+        ts = self.compressor(features, levels, level_weights=level_weights)
+        c = self.clip(ts)
+        a = self.adapter(c.tokens, ts.levels, ts.mask)
+        return Downstream(ts, c, a, self.projector(a.tokens))
 
     def forward(self, pixels: torch.Tensor, questions: list[str], policy: str = "arrcoc", budget=None,
                 answers: list[str] | None = None, features: torch.Tensor | None = None, generate: bool = True,

@@ -53,15 +53,14 @@ def stage_grids(model, features: torch.Tensor, level: int, batch: int = 100) -> 
     for i in range(0, len(features), batch):
         f = features[i:i + batch].float()
         levels = torch.full((len(f), g.cells_per_side, g.cells_per_side), level, dtype=torch.long, device=f.device)
-        ts = model.compressor(f, levels)
-        c = model.clip(ts)
-        a = model.adapter(c.tokens, ts.levels, ts.mask)
-        v = model.projector(a.tokens)
+        d = model.downstream(f, levels)
+        ts = d.tokens
         row = (ts.positions[..., 0] * side).long().clamp(0, side - 1)
         col = (ts.positions[..., 1] * side).long().clamp(0, side - 1)
         idx = row * side + col  # (B, T) raster index of each token on the grid
         out["sam"].append(f.cpu())
-        for name, x in (("compressor", ts.tokens), ("clip", c.tokens), ("adapter", a.tokens), ("projector", v)):
+        for name, x in (("compressor", ts.tokens), ("clip", d.clip.tokens), ("adapter", d.adapter.tokens),
+                        ("projector", d.visual)):
             grid = x.new_zeros(len(f), side * side, x.shape[-1])
             grid.scatter_(1, idx.unsqueeze(-1).expand_as(x), x)  # (B, T, D) -> (B, G·G, D)
             out[name].append(grid.transpose(1, 2).reshape(len(f), -1, side, side).cpu())  # -> (B, D, G, G)

@@ -127,19 +127,17 @@ class TrainStep(nn.Module):
             utility = batch["utility"] if ph.allocation == "mixed" else rel.cell.detach()
             levels = torch.from_numpy(np.stack([solve_knapsack(u, g, b) for u, b in
                                                 zip(utility.float().cpu().numpy(), batch["budgets"])])).to(feats.device)
-        ts = m.compressor(feats, levels, level_weights=weights)
-        c = m.clip(ts)
-        a = m.adapter(c.tokens, ts.levels, ts.mask)
-        visual = m.projector(a.tokens)
+        d = m.downstream(feats, levels, level_weights=weights)
+        visual, mask = d.visual, d.tokens.mask
         if "answer" in ph.losses:
-            per, out["_pred"] = answer_loss(m.llm, visual, ts.mask, batch["questions"], batch["answers"])
+            per, out["_pred"] = answer_loss(m.llm, visual, mask, batch["questions"], batch["answers"])
             out["answer"] = per.mean()
             if "detail" in batch:  # logged apart: gist questions dominate the mean and hide whether text is read
                 for name, sel in (("detail", batch["detail"]), ("gist", ~batch["detail"])):
                     if sel.any():
                         out[f"_answer_{name}"] = per.detach()[sel].mean()
         if "consistency" in ph.losses:
-            out["consistency"] = consistency_loss(visual, ts.mask, m.llm.model.get_input_embeddings().weight)
+            out["consistency"] = consistency_loss(visual, mask, m.llm.model.get_input_embeddings().weight)
         out["_levels"] = levels.detach()
         return out
 

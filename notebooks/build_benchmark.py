@@ -6,7 +6,7 @@ notebook is committed.
 """
 from pathlib import Path
 
-import nbformat as nbf
+from build_notebooks import write_notebook
 
 PARAMS = """# parameters
 preset = "lab"
@@ -69,33 +69,20 @@ display(Markdown(text.split("## Figures")[0]))  # the figures are shown above"""
 
 
 def build() -> Path:
-    nb = nbf.v4.new_notebook()
-    params = nbf.v4.new_code_cell(PARAMS)
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [
-        nbf.v4.new_markdown_cell(
-            "# Benchmark — every policy side by side at equal budgets\n\n"
-            "Fixed compression (`uniform`, DeepSeek-OCR's 16×), native resolution (`full`), the seeds' policies "
-            "(`heuristic`, `learned-tier`, `arrcoc`), random pruning and the token-pruning literature (`fastv`, "
-            "`sparsevlm`, `visionzip`, `tome`, `m3`) on the same weights, on SceneBench and DocSynth test splits. "
-            "Accuracy by question family, tokens, FLOPs per stage (counted here and at the paper geometry) and "
-            "latency p50/p95 per stage. See docs/BENCHMARK.md for what each policy reproduces and how to read "
-            "the report."),
-        params,
-        nbf.v4.new_code_cell(SETUP),
-        nbf.v4.new_markdown_cell("## Run the sweep (cached SAM features; progress bar per point)"),
-        nbf.v4.new_code_cell(RUN),
-        nbf.v4.new_markdown_cell("## Targets of issue 5 (reported, not asserted)"),
-        nbf.v4.new_code_cell(TARGETS),
-        nbf.v4.new_markdown_cell("## Pareto plots, latency per stage, paper-geometry FLOPs"),
-        nbf.v4.new_code_cell(PLOTS),
-        nbf.v4.new_markdown_cell("## The report"),
-        nbf.v4.new_code_cell(TABLE),
-    ]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path = Path(__file__).parent / "40_benchmark.ipynb"
-    nbf.write(nb, path)
-    return path
+    return write_notebook("40_benchmark.ipynb",
+                          "# Benchmark — every policy side by side at equal budgets\n\n"
+                          "Fixed compression (`uniform`, DeepSeek-OCR's 16×), native resolution (`full`), the seeds' policies "
+                          "(`heuristic`, `learned-tier`, `arrcoc`), random pruning and the token-pruning literature (`fastv`, "
+                          "`sparsevlm`, `visionzip`, `tome`, `m3`) on the same weights, on SceneBench and DocSynth test splits. "
+                          "Accuracy by question family, tokens, FLOPs per stage (counted here and at the paper geometry) and "
+                          "latency p50/p95 per stage. See docs/BENCHMARK.md for what each policy reproduces and how to read "
+                          "the report.",
+                          PARAMS, [
+                              SETUP,
+                              ("md", "## Run the sweep (cached SAM features; progress bar per point)"), RUN,
+                              ("md", "## Targets of issue 5 (reported, not asserted)"), TARGETS,
+                              ("md", "## Pareto plots, latency per stage, paper-geometry FLOPs"), PLOTS,
+                              ("md", "## The report"), TABLE])
 
 
 if __name__ == "__main__":

@@ -4,6 +4,20 @@ from pathlib import Path
 
 import nbformat as nbf
 
+
+def write_notebook(filename: str, intro: str, params: str, cells: list) -> Path:
+    """An intro markdown cell, the papermill `parameters` cell, then `cells` (markdown headings
+    as ("md", text), code as plain strings), written next to this file."""
+    tagged = nbf.v4.new_code_cell(params)
+    tagged.metadata["tags"] = ["parameters"]
+    nb = nbf.v4.new_notebook()
+    nb.cells = [nbf.v4.new_markdown_cell(intro), tagged] + [
+        nbf.v4.new_markdown_cell(c[1]) if isinstance(c, tuple) else nbf.v4.new_code_cell(c) for c in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = Path(__file__).parent / filename
+    nbf.write(nb, path)
+    return path
+
 PHASES = {
     "10_phase0_downstream": ("phase0", 1600, "Phase 0 — downstream pre-training",
                              "No pretrained CLIP or LLM can be downloaded here, so the lab downstream (compressor heads, "
@@ -109,29 +123,15 @@ print("report written to", out)"""
 
 
 def build(name, phase, steps, title, text):
-    nb = nbf.v4.new_notebook()
     init = '"random"' if phase == "phase0" else "None"  # phase 0 starts the chain from scratch
-    params = nbf.v4.new_code_cell(PARAMS.format(phase=phase, steps=steps, init=init))
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [
-        nbf.v4.new_markdown_cell(f"# {title}\n\n{text}\n\nRun it with papermill: "
-                                 f"`arrcoc-lab run-phase {phase} -p steps {steps} -p init_from <previous weights>`."),
-        params,
-        nbf.v4.new_code_cell(SETUP),
-        nbf.v4.new_markdown_cell("## Data: SceneBench train, SAM features computed once and cached"),
-        nbf.v4.new_code_cell(DATA),
-        nbf.v4.new_markdown_cell("## Train"),
-        nbf.v4.new_code_cell(TRAIN),
-        nbf.v4.new_markdown_cell("## Losses, level usage, average tokens; sampled allocation decisions"),
-        nbf.v4.new_code_cell(CURVES),
-        nbf.v4.new_markdown_cell("## Validation at the uniform-16× budget"),
-        nbf.v4.new_code_cell(EVAL),
-        nbf.v4.new_code_cell(SAVE),
-    ]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbf.write(nb, Path(__file__).parent / f"{name}.ipynb")
-
-
+    write_notebook(f"{name}.ipynb", f"# {title}\n\n{text}\n\nRun it with papermill: "
+                                    f"`arrcoc-lab run-phase {phase} -p steps {steps} -p init_from <previous weights>`.",
+                   PARAMS.format(phase=phase, steps=steps, init=init), [
+                       SETUP,
+                       ("md", "## Data: SceneBench train, SAM features computed once and cached"), DATA,
+                       ("md", "## Train"), TRAIN,
+                       ("md", "## Losses, level usage, average tokens; sampled allocation decisions"), CURVES,
+                       ("md", "## Validation at the uniform-16× budget"), EVAL, SAVE])
 
 
 EVAL_PARAMS = """# parameters
@@ -206,21 +206,16 @@ print("report written to", out)"""
 
 
 def build_evaluation():
-    nb = nbf.v4.new_notebook()
-    params = nbf.v4.new_code_cell(EVAL_PARAMS)
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [
-        nbf.v4.new_markdown_cell("# Lab weights — evaluation against the training issue's bars\n\n"
-                                 "SceneBench test split at the uniform-16× budget: every policy on the same weights, "
-                                 "then each bar checked and reported as met or missed with its value."),
-        params, nbf.v4.new_code_cell(EVAL_SETUP),
-        nbf.v4.new_markdown_cell("## Every policy at the same budget"), nbf.v4.new_code_cell(EVAL_RUN),
-        nbf.v4.new_markdown_cell("## The bars"), nbf.v4.new_code_cell(EVAL_BARS),
-        nbf.v4.new_markdown_cell("## Allocation examples (two detail questions per scene) and accuracy by token bucket"),
-        nbf.v4.new_code_cell(EVAL_FIGS), nbf.v4.new_code_cell(EVAL_SAVE),
-    ]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbf.write(nb, Path(__file__).parent / "20_lab_evaluation.ipynb")
+    write_notebook("20_lab_evaluation.ipynb",
+                   "# Lab weights — evaluation against the training issue's bars\n\n"
+                   "SceneBench test split at the uniform-16× budget: every policy on the same weights, "
+                   "then each bar checked and reported as met or missed with its value.",
+                   EVAL_PARAMS, [
+                       EVAL_SETUP,
+                       ("md", "## Every policy at the same budget"), EVAL_RUN,
+                       ("md", "## The bars"), EVAL_BARS,
+                       ("md", "## Allocation examples (two detail questions per scene) and accuracy by token bucket"),
+                       EVAL_FIGS, EVAL_SAVE])
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ notebook is committed.
 """
 from pathlib import Path
 
-import nbformat as nbf
+from build_notebooks import write_notebook
 
 PARAMS = """# parameters
 preset = "lab"
@@ -49,24 +49,16 @@ print("report written to", out)"""
 
 
 def build() -> Path:
-    nb = nbf.v4.new_notebook()
-    params = nbf.v4.new_code_cell(PARAMS)
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [
-        nbf.v4.new_markdown_cell(
-            "# Stage probe — where does the picture get lost?\n\n"
-            "The same small conv probe (3×3 conv, ReLU, global max, linear) learns SceneBench's landmark kind "
-            "from each stage's output: SAM features, then the compressor's, CLIP's, the adapter's and the "
-            "projector's tokens at one LOD level, laid back on their grid. A stage whose probe drops to the "
-            "majority line has lost the shape, whatever comes after it."),
-        params, nbf.v4.new_code_cell(SETUP),
-        nbf.v4.new_markdown_cell("## Probe every stage"), nbf.v4.new_code_cell(RUN),
-        nbf.v4.new_markdown_cell("## Accuracy per stage"), nbf.v4.new_code_cell(PLOT),
-    ]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path = Path(__file__).parent / "21_stage_probe.ipynb"
-    nbf.write(nb, path)
-    return path
+    return write_notebook("21_stage_probe.ipynb",
+                          "# Stage probe — where does the picture get lost?\n\n"
+                          "The same small conv probe (3×3 conv, ReLU, global max, linear) learns SceneBench's landmark kind "
+                          "from each stage's output: SAM features, then the compressor's, CLIP's, the adapter's and the "
+                          "projector's tokens at one LOD level, laid back on their grid. A stage whose probe drops to the "
+                          "majority line has lost the shape, whatever comes after it.",
+                          PARAMS, [
+                              SETUP,
+                              ("md", "## Probe every stage"), RUN,
+                              ("md", "## Accuracy per stage"), PLOT])
 
 
 if __name__ == "__main__":
