@@ -34,6 +34,9 @@ class ClipConfig:
     mlp_ratio: float = 4.0
     output_dim: int = 768
     grad_checkpointing: bool = False  # trade compute for memory when training
+    zero_init_residual: bool = False  # built from dims only: residual branches start at zero, so CLIP starts as a
+                                      # pass-through of the compressor tokens (it keeps their shape information
+                                      # while the LLM learns to read it, instead of scrambling it first)
 
 
 @dataclass
@@ -69,8 +72,14 @@ def build_visual(cfg: ClipConfig) -> nn.Module:
 
     if cfg.model:
         return create_openclip(cfg.model, cfg.pretrained).visual
-    return VisionTransformer(image_size=cfg.image_size, patch_size=cfg.patch_size, width=cfg.width,
-                             layers=cfg.layers, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, output_dim=cfg.output_dim)
+    visual = VisionTransformer(image_size=cfg.image_size, patch_size=cfg.patch_size, width=cfg.width,
+                               layers=cfg.layers, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, output_dim=cfg.output_dim)
+    if cfg.zero_init_residual:
+        for block in visual.transformer.resblocks:  # x + attn(ln(x)) + mlp(ln(x)) with both branches 0 at start
+            for proj in (block.attn.out_proj, block.mlp.c_proj):
+                nn.init.zeros_(proj.weight)
+                nn.init.zeros_(proj.bias)
+    return visual
 
 
 class ClipOnTokens(nn.Module):

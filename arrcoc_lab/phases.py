@@ -4,6 +4,8 @@ losses, with which kind of allocation. One loop (train.py) runs any phase.
   phase0   downstream pre-training (compressor heads, CLIP, adapter, projector, LLM) on randomised
            allocations. Allowed because no pretrained CLIP/LLM can be downloaded here; it also makes
            one downstream that accepts any allocation, so policies can be compared on equal terms.
+           Plus `read`: a training-only region reader (reader.py) spells the answer from the target
+           region's visual tokens, so the downstream keeps character shape for the LLM to read.
   phase1a  allocator pre-training on region labels: the relevance analyzer learns which cells hold
            the question's target; the tier classifier learns gist → fast, detail → accurate.
   phase1   allocator + adapter, CLIP and LLM frozen: answer CE + efficiency (penalty above the
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from .errors import InputError
 
 MODULES = ("relevance", "allocator", "compressor", "clip", "adapter", "projector", "llm")
-LOSSES = ("answer", "relevance", "tier", "efficiency", "diversity", "consistency")
+LOSSES = ("answer", "relevance", "tier", "efficiency", "diversity", "consistency", "read")
 ALLOCATIONS = ("none", "mixed", "model", "gumbel", "uniform")
 
 
@@ -30,7 +32,7 @@ ALLOCATIONS = ("none", "mixed", "model", "gumbel", "uniform")
 class PhaseConfig:
     name: str  # registry key
     trainable: tuple[str, ...]  # ARRCOC submodules that train; everything else is frozen
-    losses: dict[str, float]  # loss term → weight (terms: answer, relevance, tier, efficiency, diversity, consistency)
+    losses: dict[str, float]  # loss term → weight (terms: answer, relevance, tier, efficiency, diversity, consistency, read)
     allocation: str = "mixed"  # none | mixed (random budgets × oracle/random/uniform/model utilities) | model (knapsack on learned relevance) | gumbel (straight-through from relevance) | uniform (fixed 16× everywhere)
     lr: float = 1e-3  # peak learning rate (AdamW, cosine decay after warmup)
     weight_decay: float = 0.01
@@ -63,19 +65,20 @@ class PhaseConfig:
 DOWNSTREAM = ("compressor", "clip", "adapter", "projector", "llm")
 
 PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
-    PhaseConfig("phase0", DOWNSTREAM, {"answer": 1.0}, allocation="mixed", lr=1e-3, steps=1500,
+    PhaseConfig("phase0", DOWNSTREAM, {"answer": 1.0, "read": 0.5}, allocation="mixed", lr=1e-3, steps=1500,
                 detail_share=0.5, high_res_steps=0.2,
                 description="downstream pre-training on randomised allocations"),
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
                 lr=2e-3, steps=300, detail_share=0.5, description="allocator pre-training on region labels and tiers"),
     PhaseConfig("phase1", ("relevance", "allocator", "adapter"),
                 {"answer": 1.0, "efficiency": 0.5, "diversity": 0.05, "relevance": 0.5}, allocation="gumbel",
-                lr=3e-4, steps=150, detail_share=0.5, description="allocator + adapter; CLIP and LLM frozen"),
+                lr=3e-4, steps=150, detail_share=0.5, budget_floor=2.0,
+                description="allocator + adapter; CLIP and LLM frozen"),
     PhaseConfig("phase2", ("clip", "adapter", "compressor"), {"answer": 1.0, "consistency": 0.1}, allocation="model",
                 lr=3e-4, steps=150, detail_share=0.5, description="adapt CLIP (and adapter); allocator frozen"),
     PhaseConfig("phase3", ("relevance", "allocator") + DOWNSTREAM,
                 {"answer": 1.0, "efficiency": 0.5, "relevance": 0.5}, allocation="gumbel", lr=1e-4, steps=150, detail_share=0.5,
-                description="end to end, efficiency kept"),
+                budget_floor=2.0, description="end to end, efficiency kept"),
     # not part of the curriculum: the uniform baseline's own downstream for the benchmark (issue 5),
     # the shipped downstream adapted to fixed 16x allocations for as many steps as phases 2 + 3
     # adapt it to arrcoc's, so each policy is also compared with a downstream tuned to it

@@ -113,7 +113,9 @@ def lab() -> PipelineConfig:
         # exponent chosen on SceneBench val with the trained weights (lift 3.38, query dependence 0.79
         # vs 3.09 / 0.77 at 0.5 and 3.47 / 0.79 at 1.0; 0.75 keeps diminishing returns)
         allocator=AllocatorConfig(utility_exponent=0.75),
-        clip=ClipConfig(image_size=256, patch_size=8, width=128, layers=4, heads=4, output_dim=128),
+        # CLIP from scratch starts as a pass-through (reports/lab/probe: a scrambling start lost shape)
+        clip=ClipConfig(image_size=256, patch_size=8, width=128, layers=4, heads=4, output_dim=128,
+                        zero_init_residual=True),
         adapter=AdapterConfig(heads=4),
         llm=LLMConfig(hidden_size=128, layers=4, heads=4, kv_heads=2, intermediate_size=384, max_positions=2048),
     )

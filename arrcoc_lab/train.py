@@ -31,6 +31,7 @@ from .errors import NonFiniteLossError
 from .features import SceneTensors, encode_scenes, target_cells
 from .llm import IGNORE
 from .phases import PhaseConfig, get_phase
+from .reader import ReaderConfig, RegionReader, region_tokens
 
 log = logging.getLogger(__name__)
 TIER_OF = {"gist": 0, "detail": 2}  # tier label per difficulty: fast / accurate
@@ -88,6 +89,8 @@ class TrainStep(nn.Module):
     def __init__(self, model, phase: PhaseConfig):
         super().__init__()
         self.model, self.phase = model, phase
+        # training-only auxiliary (reader.py): lives here, not in the model, and is saved with the checkpoint
+        self.reader = RegionReader(model.llm.hidden_size, ReaderConfig()) if "read" in phase.losses else None
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         m, ph, g = self.model, self.phase, self.model.geometry
@@ -136,6 +139,10 @@ class TrainStep(nn.Module):
                 for name, sel in (("detail", batch["detail"]), ("gist", ~batch["detail"])):
                     if sel.any():
                         out[f"_answer_{name}"] = per.detach()[sel].mean()
+        if self.reader is not None:
+            r = self.reader(visual, region_tokens(d.tokens.cells, batch["target_cells"]), batch["answers"])
+            out["read"] = r.loss.mean()  # mean over all samples (0 without a region), as DDP averages local means
+            out["_read_acc"] = r.byte_accuracy
         if "consistency" in ph.losses:
             out["consistency"] = consistency_loss(visual, mask, m.llm.model.get_input_embeddings().weight)
         out["_levels"] = levels.detach()
@@ -283,7 +290,8 @@ def set_trainable(model, phase: PhaseConfig) -> list[nn.Parameter]:
 
 
 # ------------------------------------------------------------------------------ checkpoints
-def save_checkpoint(out_dir: Path, model, optimizer, scheduler, step: int, history: list, config: dict) -> Path:
+def save_checkpoint(out_dir: Path, model, optimizer, scheduler, step: int, history: list, config: dict,
+                    aux: nn.Module | None = None) -> Path:
     ckpts = out_dir / "checkpoints"
     final = ckpts / f"step_{step:06d}"
     tmp = ckpts / f".step_{step:06d}.tmp"
@@ -291,7 +299,8 @@ def save_checkpoint(out_dir: Path, model, optimizer, scheduler, step: int, histo
     tmp.mkdir(parents=True)
     save_weights(model, tmp / "model.safetensors")
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
+                "torch_rng": torch.get_rng_state(), "aux": aux.state_dict() if aux is not None else None},
+               tmp / "optimizer.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, "history": history, "config": config}))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -301,7 +310,7 @@ def save_checkpoint(out_dir: Path, model, optimizer, scheduler, step: int, histo
     return final
 
 
-def load_checkpoint(out_dir: Path, model, optimizer, scheduler) -> tuple[int, list]:
+def load_checkpoint(out_dir: Path, model, optimizer, scheduler, aux: nn.Module | None = None) -> tuple[int, list]:
     latest = out_dir / "checkpoints" / "latest"
     if not latest.is_file():
         return 0, []
@@ -311,6 +320,8 @@ def load_checkpoint(out_dir: Path, model, optimizer, scheduler) -> tuple[int, li
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
+    if aux is not None and state.get("aux") is not None:
+        aux.load_state_dict(state["aux"])
     meta = json.loads((ck / "state.json").read_text())
     log.info("resumed from %s at step %d", ck, meta["step"])
     return meta["step"], meta["history"]
@@ -341,12 +352,14 @@ def run_phase(model, data: TrainData, phase: PhaseConfig | str, cfg: TrainConfig
         model.clip.set_grad_checkpointing(True)
         model.llm.model.gradient_checkpointing_enable()
     params = set_trainable(model, phase)
+    step_module = TrainStep(model, phase)
+    if step_module.reader is not None:
+        params += list(step_module.reader.parameters())
     model.train()
     optimizer = torch.optim.AdamW(params, lr=phase.lr, weight_decay=phase.weight_decay)
     lr_at = lambda s: min(1.0, (s + 1) / max(phase.warmup, 1)) * 0.5 * (1 + math.cos(math.pi * min(s / max(phase.steps, 1), 1.0)))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    start, history = load_checkpoint(out_dir, model, optimizer, scheduler) if resume else (0, [])
-    step_module = TrainStep(model, phase)
+    start, history = load_checkpoint(out_dir, model, optimizer, scheduler, step_module.reader) if resume else (0, [])
     wrapped, optimizer = acc.prepare(step_module, optimizer)
     config = {"phase": asdict(phase), "train": asdict(cfg), "pipeline": pipeline_config}
     if acc.is_main_process:
@@ -382,7 +395,7 @@ def run_phase(model, data: TrainData, phase: PhaseConfig | str, cfg: TrainConfig
         if acc.is_main_process and "_levels" in out and (step + 1) % cfg.sample_log_every == 0:
             _log_samples(samples_path, step + 1, batch, out, model.geometry)
         if acc.is_main_process and (step + 1) % cfg.ckpt_every == 0 and step + 1 < phase.steps:
-            save_checkpoint(out_dir, model, optimizer, scheduler, step + 1, history, config)
+            save_checkpoint(out_dir, model, optimizer, scheduler, step + 1, history, config, step_module.reader)
     acc.wait_for_everyone()
     model.eval()
     result = PhaseResult(phase.name, phase.steps, history, str(out_dir / "model.safetensors"), str(samples_path))
@@ -395,13 +408,13 @@ def run_phase(model, data: TrainData, phase: PhaseConfig | str, cfg: TrainConfig
 def _component(term: str) -> str:
     return {"answer": "LLM / downstream", "relevance": "relevance analyzer", "tier": "tier classifier",
             "efficiency": "allocator level head", "diversity": "allocator level head",
-            "consistency": "adapter / projector"}.get(term, term)
+            "consistency": "adapter / projector", "read": "region reader / downstream"}.get(term, term)
 
 
 def _accumulate(running, terms, out, g):
     for k, v in terms.items():
         running.setdefault(k, []).append(float(v.detach()))
-    for k in ("_answer_detail", "_answer_gist"):
+    for k in ("_answer_detail", "_answer_gist", "_read_acc"):
         if k in out:
             running.setdefault(k[1:], []).append(float(out[k]))
     if "_levels" in out:
