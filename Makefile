@@ -10,16 +10,18 @@ STAMP := $(VENV)/.installed
 # The whole lab curriculum as papermill notebooks; reports land in reports/lab/<phase>/,
 # checkpoints in runs/lab/<phase>/ (git-ignored); the result is exported as the shipped weights,
 # evaluated, and benchmarked (with uniform's own fine-tuned downstream, runs/lab/uniform_ft/).
-# Step counts fit a 2-core CPU in about 90 minutes; on a GPU raise them (make train-lab LAB_STEPS_PHASE0=3000).
+# Step counts fit a 2-core CPU in about 90 minutes. The shipped weights were trained on one H100
+# (about 10 minutes of training): make train-lab LAB_DEVICE=cuda LAB_STEPS_PHASE0=5000 LAB_STEPS=300
 LAB_STEPS_PHASE0 ?= 1600
 LAB_STEPS_PHASE1A ?= 600
 LAB_STEPS ?= 100
+LAB_DEVICE ?= cpu
 train-lab: $(STAMP)
-	$(PY) -m arrcoc_lab.cli run-phase phase0 -p steps $(LAB_STEPS_PHASE0)
-	$(PY) -m arrcoc_lab.cli run-phase phase1a -p steps $(LAB_STEPS_PHASE1A) -p init_from runs/lab/phase0/model.safetensors
-	$(PY) -m arrcoc_lab.cli run-phase phase1 -p steps $(LAB_STEPS) -p init_from runs/lab/phase1a/model.safetensors
-	$(PY) -m arrcoc_lab.cli run-phase phase2 -p steps $(LAB_STEPS) -p init_from runs/lab/phase1/model.safetensors
-	$(PY) -m arrcoc_lab.cli run-phase phase3 -p steps $(LAB_STEPS) -p init_from runs/lab/phase2/model.safetensors
+	$(PY) -m arrcoc_lab.cli run-phase phase0 -p steps $(LAB_STEPS_PHASE0) -p device $(LAB_DEVICE)
+	$(PY) -m arrcoc_lab.cli run-phase phase1a -p steps $(LAB_STEPS_PHASE1A) -p device $(LAB_DEVICE) -p init_from runs/lab/phase0/model.safetensors
+	$(PY) -m arrcoc_lab.cli run-phase phase1 -p steps $(LAB_STEPS) -p device $(LAB_DEVICE) -p init_from runs/lab/phase1a/model.safetensors
+	$(PY) -m arrcoc_lab.cli run-phase phase2 -p steps $(LAB_STEPS) -p device $(LAB_DEVICE) -p init_from runs/lab/phase1/model.safetensors
+	$(PY) -m arrcoc_lab.cli run-phase phase3 -p steps $(LAB_STEPS) -p device $(LAB_DEVICE) -p init_from runs/lab/phase2/model.safetensors
 	$(PY) -m arrcoc_lab.cli export runs/lab/phase3/model.safetensors
 	$(PY) -m arrcoc_lab.cli run-phase evaluation
 	$(PY) -m arrcoc_lab.cli train --phase uniform_ft --init-from arrcoc_lab/weights/lab/model.safetensors \

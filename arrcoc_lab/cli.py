@@ -5,6 +5,7 @@
     arrcoc-lab inspect IMAGE "QUESTION" --budget 64 --policy arrcoc --out alloc.png
     arrcoc-lab eval --preset lab --data scenebench:test --policy arrcoc,uniform --budget 64
     arrcoc-lab bench --preset lab --weights W --n-scenes 20      # reports/bench/lab/report.md
+    arrcoc-lab latency --preset paper --device cuda          # per-stage latency vs tokens, random weights
     arrcoc-lab run-phase phase0 -p steps 1500 -p output_dir reports/lab/phase0
 """
 from __future__ import annotations
@@ -134,6 +135,19 @@ def _own(pairs: list[str]) -> dict[str, str]:
             raise InputError(f"--own expects POLICY=WEIGHTS, got {pair!r}")
         out[policy] = path
     return out
+
+
+def cmd_latency(args) -> int:
+    from .latency import LatencyConfig, measure_latency, write_latency_report
+
+    policies = tuple(args.policies.split(","))
+    cfg = LatencyConfig(preset=args.preset, device=args.device, dtype=args.dtype, policies=policies,
+                        paper_budgets=tuple(int(b) for b in args.budgets.split(",")), runs=args.runs,
+                        warmup=args.warmup)
+    out = write_latency_report(measure_latency(cfg, progress=not args.quiet),
+                               args.out or f"reports/bench/{args.preset}_latency_{args.device.split(':')[0]}")
+    print((out / "latency.md").read_text())
+    return 0
 
 
 def cmd_bench(args) -> int:
@@ -268,6 +282,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run POLICY on a downstream trained for it (e.g. uniform=runs/lab/uniform_ft/model.safetensors); repeatable")
     b.add_argument("--out", default=None, help="report folder (default reports/bench/<preset>)")
     b.set_defaults(fn=cmd_bench)
+
+    lt = sub.add_parser("latency", help="latency per stage vs tokens (paper geometry with random weights by default; "
+                                         "on a GPU with --device cuda); writes latency.json/.md and a plot")
+    lt.add_argument("--preset", default="paper")
+    lt.add_argument("--device", default="cuda", help="cpu | cuda | cuda:N")
+    lt.add_argument("--dtype", default="bf16", choices=["fp32", "bf16", "fp16"])
+    lt.add_argument("--policies", default="arrcoc,uniform,random,full")
+    lt.add_argument("--budgets", default="64,100,144,256,400", help="paper-geometry budgets (scaled for other presets)")
+    lt.add_argument("--runs", type=int, default=10)
+    lt.add_argument("--warmup", type=int, default=3)
+    lt.add_argument("--out", default=None, help="report folder (default reports/bench/<preset>_latency_<device>)")
+    lt.add_argument("--quiet", action="store_true")
+    lt.set_defaults(fn=cmd_latency)
 
     r = sub.add_parser("run-phase", help="run a phase notebook through papermill (reports/<preset>/<phase>/)")
     r.add_argument("name", help="phase0 | phase1a | phase1 | phase2 | phase3 | evaluation | probe | benchmark")

@@ -73,7 +73,7 @@ class ARRCOC(nn.Module):
                 seeds: list[int] | None = None, max_new_tokens: int | None = None,
                 count_flops: bool = False) -> ModelOutput:
         g, B, p = self.geometry, pixels.shape[0], get_policy(policy)
-        tr = Trace(probes=self.probes, count_flops=count_flops)
+        tr = Trace(probes=self.probes, count_flops=count_flops, sync=pixels.is_cuda)
         tr.check("input.pixels", pixels, shape=(B, 3, g.image_size, g.image_size), lo=0, hi=255)
         with tr.stage("sam"):
             F = features if features is not None else self.encode_image(pixels)

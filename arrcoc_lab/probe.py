@@ -18,6 +18,7 @@ from torch import nn
 from .errors import InputError
 
 STAGES = ("sam", "compressor", "clip", "adapter", "projector")
+TEXT_WINDOW_PX = 96  # text probe: image area around the sign's centre the probe sees
 LANDMARKS = ("tower", "arch", "dome", "spire", "wheel", "pagoda")  # SceneBench landmark kinds
 
 
@@ -41,10 +42,36 @@ def answer_labels(data, classes=LANDMARKS) -> tuple[list[int], torch.Tensor]:
     return scenes, torch.tensor([label[s] for s in scenes])
 
 
+def text_labels(data) -> tuple[list[int], list, torch.Tensor]:
+    """(scene index, target box, first digit) of every question whose answer is a number sign's
+    digits: sign text, the detail the LLM fails to read."""
+    keep = [i for i, (a, b) in enumerate(zip(data.answers, data.boxes)) if a.isdigit() and b is not None]
+    if not keep:
+        raise InputError("no question in the data is answered by a number sign")
+    return ([data.scene_index[i] for i in keep], [data.boxes[i] for i in keep],
+            torch.tensor([int(data.answers[i][0]) for i in keep]))
+
+
+def crop_windows(grid: torch.Tensor, boxes: list, image_size: int, window: int) -> torch.Tensor:
+    """(N, D, G, G) grids → (N, D, window, window) crops centred on each box (x0, y0, x1, y1) in
+    pixels, shifted to stay inside the grid."""
+    G = grid.shape[-1]
+    out = []
+    for x, (x0, y0, x1, y1) in zip(grid, boxes):
+        cy, cx = (y0 + y1) / 2 * G / image_size, (x0 + x1) / 2 * G / image_size
+        top = int(min(max(round(cy - window / 2), 0), G - window))
+        left = int(min(max(round(cx - window / 2), 0), G - window))
+        out.append(x[:, top:top + window, left:left + window])  # (D, G, G) -> (D, w, w)
+    return torch.stack(out)
+
+
 @torch.no_grad()
-def stage_grids(model, features: torch.Tensor, level: int, batch: int = 100) -> dict[str, torch.Tensor]:
+def stage_grids(model, features: torch.Tensor, level: int, batch: int = 100, boxes: list | None = None,
+                window: int | None = None) -> dict[str, torch.Tensor]:
     """Every stage's output for SAM features (N, C, Hp, Wp), all cells at LOD `level`, as
-    (N, D, G, G) grids (G = cells per side × tokens per cell side); SAM's own map is kept as is."""
+    (N, D, G, G) grids (G = cells per side × tokens per cell side); SAM's own map is kept as is.
+    With `boxes` (one per row) and `window`, each grid is cropped to a window × window patch around
+    its box (and SAM's map to the same image area), so a probe sees only the target."""
     g = model.geometry
     if not 0 <= level < len(g.levels):
         raise InputError(f"level {level} outside 0..{len(g.levels) - 1}")
@@ -58,12 +85,15 @@ def stage_grids(model, features: torch.Tensor, level: int, batch: int = 100) -> 
         row = (ts.positions[..., 0] * side).long().clamp(0, side - 1)
         col = (ts.positions[..., 1] * side).long().clamp(0, side - 1)
         idx = row * side + col  # (B, T) raster index of each token on the grid
-        out["sam"].append(f.cpu())
+        crop = (lambda x, w: crop_windows(x, boxes[i:i + batch], g.image_size, w)) if boxes is not None \
+            else (lambda x, w: x)
+        sam_window = None if window is None else max(1, round(window * f.shape[-1] / side))
+        out["sam"].append(crop(f, sam_window).cpu())
         for name, x in (("compressor", ts.tokens), ("clip", d.clip.tokens), ("adapter", d.adapter.tokens),
                         ("projector", d.visual)):
             grid = x.new_zeros(len(f), side * side, x.shape[-1])
             grid.scatter_(1, idx.unsqueeze(-1).expand_as(x), x)  # (B, T, D) -> (B, G·G, D)
-            out[name].append(grid.transpose(1, 2).reshape(len(f), -1, side, side).cpu())  # -> (B, D, G, G)
+            out[name].append(crop(grid.transpose(1, 2).reshape(len(f), -1, side, side), window).cpu())  # -> (B, D, G, G)
     return {k: torch.cat(v) for k, v in out.items()}
 
 
@@ -102,6 +132,25 @@ def probe_stages(model, data, level: int | None = None, classes=LANDMARKS, epoch
     scenes, y = answer_labels(data, classes)
     feats = data.scenes.features[data.scenes.rows(scenes)]
     grids = stage_grids(model, feats, level)
+    results = []
+    for stage in STAGES:
+        acc, chance = probe_accuracy(grids[stage], y, epochs=epochs)
+        results.append(ProbeResult(stage, acc, chance, tuple(grids[stage].shape[1:])))
+    return results
+
+
+def probe_text(model, data, level: int | None = None, epochs: int = 20, max_samples: int = 2000) -> list[ProbeResult]:
+    """Probe every stage for the first digit of number signs, on a window around the sign (the
+    location is given, as a reading head attending to the right tokens would have it), at LOD
+    `level` (default: the top level, full resolution — the most any policy can give a sign)."""
+    g = model.geometry
+    level = len(g.levels) - 1 if level is None else level
+    scenes, boxes, y = text_labels(data)
+    scenes, boxes, y = scenes[:max_samples], boxes[:max_samples], y[:max_samples]
+    side = g.cells_per_side * g.level_side(level)
+    window = max(1, min(side, round(TEXT_WINDOW_PX * side / g.image_size)))
+    feats = data.scenes.features[data.scenes.rows(scenes)]
+    grids = stage_grids(model, feats, level, boxes=boxes, window=window)
     results = []
     for stage in STAGES:
         acc, chance = probe_accuracy(grids[stage], y, epochs=epochs)

@@ -40,6 +40,7 @@ class TensorStats:
 class Trace:
     probes: bool = True  # raise on contract violations
     count_flops: bool = False  # count FLOPs per stage (FlopCounterMode)
+    sync: bool = False  # synchronise the GPU at stage boundaries, so each stage's time is its own (CUDA runs async)
     timings: dict[str, float] = field(default_factory=dict)  # stage → seconds
     flops: dict[str, int] = field(default_factory=dict)  # stage → FLOPs (when count_flops)
     stats: dict[str, TensorStats] = field(default_factory=dict)  # boundary name → statistics
@@ -58,11 +59,15 @@ class Trace:
             from .metrics import countable_kernels, total_flop_counter
 
             counter, kernels = total_flop_counter(), countable_kernels()
+        if self.sync:
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         try:
             with kernels, (counter if counter is not None else nullcontext()):
                 yield
         finally:
+            if self.sync:
+                torch.cuda.synchronize()
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
             if counter is not None:
                 self.flops[name] = self.flops.get(name, 0) + int(counter.get_total_flops())

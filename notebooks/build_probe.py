@@ -14,6 +14,7 @@ weights = None            # None means the shipped lab weights
 n_scenes = 3000           # SceneBench train scenes (one landmark label each); 80 % fit the probe, 20 % test it
 level = None              # LOD level of every cell (None: the uniform-16x level)
 epochs = 20               # probe training epochs
+text = True               # also probe sign text: first digit of number signs, at full resolution, around the sign
 output_dir = "reports/lab/probe"
 cache_dir = "cache"
 """
@@ -23,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 import matplotlib.pyplot as plt
 from arrcoc_lab import load_pipeline
-from arrcoc_lab.probe import probe_stages
+from arrcoc_lab.probe import probe_stages, probe_text
 from arrcoc_lab.train import TrainConfig, load_train_data
 from arrcoc_lab.checkpoint import atomic_write_text
 warnings.filterwarnings("ignore", category=UserWarning)
@@ -40,10 +41,22 @@ PLOT = """fig, ax = plt.subplots(figsize=(5, 3))
 ax.bar([r.stage for r in results], [r.test_accuracy for r in results], color="tab:blue")
 ax.axhline(results[0].chance, color="k", ls="--", lw=0.8, label="majority class")
 ax.set_ylim(0, 1); ax.set_ylabel("held-out accuracy"); ax.set_title("landmark kind, conv probe per stage"); ax.legend()
-fig.tight_layout(); fig.savefig(out / "stage_probe.png", dpi=100); plt.show()
-atomic_write_text(out / "metrics.json", json.dumps({"weights": pipe.config.weights, "n_scenes": n_scenes,
+fig.tight_layout(); fig.savefig(out / "stage_probe.png", dpi=100); plt.show()"""
+
+TEXT = """text_results = probe_text(pipe.model, data, epochs=epochs) if text else []
+for r in text_results:
+    print(f"{r.stage:>10}: first digit {100 * r.test_accuracy:5.1f} %  (majority {100 * r.chance:.1f} %, window {r.grid})")
+if text_results:
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.bar([r.stage for r in text_results], [r.test_accuracy for r in text_results], color="tab:orange")
+    ax.axhline(text_results[0].chance, color="k", ls="--", lw=0.8, label="majority class")
+    ax.set_ylim(0, 1); ax.set_ylabel("held-out accuracy"); ax.set_title("number sign, first digit (full resolution)")
+    ax.legend(); fig.tight_layout(); fig.savefig(out / "text_probe.png", dpi=100); plt.show()"""
+
+SAVE = """atomic_write_text(out / "metrics.json", json.dumps({"weights": pipe.config.weights, "n_scenes": n_scenes,
     "level": level if level is not None else pipe.geometry.uniform_level, "epochs": epochs,
-    "results": [asdict(r) for r in results]}, indent=2))
+    "results": [asdict(r) for r in results],
+    "text_level": len(pipe.geometry.levels) - 1, "text_results": [asdict(r) for r in text_results]}, indent=2))
 atomic_write_text(out / "config.json", json.dumps(pipe.config.to_dict(), indent=2))
 print("report written to", out)"""
 
@@ -58,7 +71,12 @@ def build() -> Path:
                           PARAMS, [
                               SETUP,
                               ("md", "## Probe every stage"), RUN,
-                              ("md", "## Accuracy per stage"), PLOT])
+                              ("md", "## Accuracy per stage"), PLOT,
+                              ("md", "## Sign text\n\nThe first digit of number signs, from a 96-px window around "
+                                     "the sign (its location given, as a reading head attending to the right tokens "
+                                     "would have it), every cell at the top level — the most any policy can give a "
+                                     "sign. If SAM reads the digit and a later stage does not, that stage is where "
+                                     "the text is lost."), TEXT, SAVE])
 
 
 if __name__ == "__main__":

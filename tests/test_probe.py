@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from arrcoc_lab.errors import InputError
-from arrcoc_lab.probe import STAGES, answer_labels, probe_accuracy, stage_grids
+from arrcoc_lab.probe import STAGES, answer_labels, crop_windows, probe_accuracy, stage_grids, text_labels
 
 
 def test_probe_reads_a_shape_that_pooling_would_erase():
@@ -52,3 +52,32 @@ def test_answer_labels():
     assert scenes == [1, 4, 7] and y.tolist() == [1, 2, 2]
     with pytest.raises(InputError, match="no question"):
         answer_labels(SimpleNamespace(answers=["blue"], scene_index=[0]))
+
+
+def test_text_labels_take_number_signs_with_a_box():
+    data = SimpleNamespace(answers=["4721", "blue", "90", "E=mc2", "33"], scene_index=[0, 0, 1, 1, 2],
+                           boxes=[(0, 0, 10, 10), None, (5, 5, 9, 9), (1, 1, 2, 2), None])
+    scenes, boxes, y = text_labels(data)
+    assert scenes == [0, 1] and boxes == [(0, 0, 10, 10), (5, 5, 9, 9)] and y.tolist() == [4, 9]
+    with pytest.raises(InputError, match="number sign"):
+        text_labels(SimpleNamespace(answers=["blue"], scene_index=[0], boxes=[None]))
+
+
+def test_crop_windows_centre_on_the_box_and_stay_inside():
+    grid = torch.arange(16 * 16, dtype=torch.float).view(1, 1, 16, 16).repeat(3, 1, 1, 1)
+    boxes = [(64, 64, 96, 96), (0, 0, 8, 8), (250, 250, 256, 256)]  # 256-px image, 16-px grid cells
+    crops = crop_windows(grid, boxes, 256, 4)
+    assert crops.shape == (3, 1, 4, 4)
+    assert crops[0, 0, 0, 0] == grid[0, 0, 3, 3]  # centre (5, 5) in grid units -> rows/cols 3..6
+    assert crops[1, 0, 0, 0] == 0 and crops[2, 0, -1, -1] == grid[0, 0, -1, -1]  # clamped at the borders
+
+
+def test_stage_grids_crop_every_stage_to_the_same_window(lab_pipe):
+    g = lab_pipe.geometry
+    feats = torch.randn(2, lab_pipe.model.compressor.cfg.in_dim, g.patches_per_side, g.patches_per_side)
+    top = len(g.levels) - 1
+    grids = stage_grids(lab_pipe.model, feats, top, boxes=[(10, 10, 40, 30), (200, 100, 250, 140)], window=6)
+    full = stage_grids(lab_pipe.model, feats, top)
+    for name in STAGES:
+        assert grids[name].shape[2:] == (6, 6), name
+    assert torch.equal(grids["sam"][0], full["sam"][0, :, 0:6, 0:6])  # box centre (3.1, 2.5) in grid units
