@@ -28,6 +28,7 @@ class ProbeResult:
     test_accuracy: float  # held-out accuracy of the probe
     chance: float  # accuracy of always answering the most frequent training label
     grid: tuple[int, int, int]  # (channels, height, width) the probe saw
+    head: str = "max"  # probe kind: "max" (3x3 conv, global max) or "cnn" (position-aware, see probe_accuracy)
 
 
 def answer_labels(data, classes=LANDMARKS) -> tuple[list[int], torch.Tensor]:
@@ -97,9 +98,22 @@ def stage_grids(model, features: torch.Tensor, level: int, batch: int = 100, box
     return {k: torch.cat(v) for k, v in out.items()}
 
 
+def _probe_net(head: str, channels: int, side: int, hidden: int, n_cls: int) -> nn.Module:
+    if head == "max":  # where-invariant: says whether a pattern occurs anywhere
+        return nn.Sequential(nn.Conv2d(channels, hidden, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1),
+                             nn.Flatten(), nn.Linear(hidden, n_cls))
+    if head == "cnn":  # position-aware: three convs (strided on large inputs such as pixels), a 6x6 map, linear
+        s = 2 if side > 24 else 1
+        return nn.Sequential(nn.Conv2d(channels, hidden, 3, s, 1), nn.ReLU(), nn.Conv2d(hidden, hidden, 3, s, 1),
+                             nn.ReLU(), nn.Conv2d(hidden, hidden, 3, 1, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(6),
+                             nn.Flatten(), nn.Dropout(0.3), nn.Linear(hidden * 36, n_cls))
+    raise InputError(f"unknown probe head {head!r}; known: ['max', 'cnn']")
+
+
 def probe_accuracy(x: torch.Tensor, y: torch.Tensor, train_frac: float = 0.8, epochs: int = 20,
-                   hidden: int = 64, lr: float = 2e-3, seed: int = 0) -> tuple[float, float]:
-    """Train the conv probe on the first `train_frac` of (x (N, D, H, W), y (N,)); return
+                   hidden: int = 64, lr: float = 2e-3, seed: int = 0, head: str = "max") -> tuple[float, float]:
+    """Train a probe (`head`: "max" = 3x3 conv, ReLU, global max, linear; "cnn" = position-aware,
+    with dropout and weight decay) on the first `train_frac` of (x (N, D, H, W), y (N,)); return
     (held-out accuracy, majority-class accuracy on the same held-out part)."""
     n_tr = int(train_frac * len(y))
     if n_tr < 1 or n_tr >= len(y):
@@ -110,15 +124,16 @@ def probe_accuracy(x: torch.Tensor, y: torch.Tensor, train_frac: float = 0.8, ep
     n_cls = int(y.max()) + 1
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        probe = nn.Sequential(nn.Conv2d(x.shape[1], hidden, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1),
-                              nn.Flatten(), nn.Linear(hidden, n_cls))
-    opt = torch.optim.Adam(probe.parameters(), lr)
+        probe = _probe_net(head, x.shape[1], x.shape[-1], hidden, n_cls)
+    opt = torch.optim.AdamW(probe.parameters(), lr, weight_decay=0.05 if head == "cnn" else 0.0)
     for _ in range(epochs):
+        probe.train()
         for j in torch.randperm(n_tr, generator=gen).split(64):
             loss = F.cross_entropy(probe(x[j]), y[j])
             opt.zero_grad()
             loss.backward()
             opt.step()
+    probe.eval()
     with torch.no_grad():
         acc = float((probe(x[n_tr:]).argmax(1) == y[n_tr:]).float().mean())
     majority = int(np.bincount(y[:n_tr].numpy(), minlength=n_cls).argmax())
@@ -139,20 +154,27 @@ def probe_stages(model, data, level: int | None = None, classes=LANDMARKS, epoch
     return results
 
 
-def probe_text(model, data, level: int | None = None, epochs: int = 20, max_samples: int = 2000) -> list[ProbeResult]:
+def probe_text(model, data, level: int | None = None, epochs: int = 20, max_samples: int = 2000,
+               heads: tuple[str, ...] = ("max",), pixels: bool = False) -> list[ProbeResult]:
     """Probe every stage for the first digit of number signs, on a window around the sign (the
     location is given, as a reading head attending to the right tokens would have it), at LOD
-    `level` (default: the top level, full resolution — the most any policy can give a sign)."""
+    `level` (default: the top level, full resolution — the most any policy can give a sign), with
+    each probe kind in `heads`. `pixels` adds the image window itself as a first "stage": the
+    ceiling of what the probe can read from this data."""
     g = model.geometry
     level = len(g.levels) - 1 if level is None else level
     scenes, boxes, y = text_labels(data)
     scenes, boxes, y = scenes[:max_samples], boxes[:max_samples], y[:max_samples]
     side = g.cells_per_side * g.level_side(level)
     window = max(1, min(side, round(TEXT_WINDOW_PX * side / g.image_size)))
-    feats = data.scenes.features[data.scenes.rows(scenes)]
-    grids = stage_grids(model, feats, level, boxes=boxes, window=window)
+    rows = data.scenes.rows(scenes)
+    grids = stage_grids(model, data.scenes.features[rows], level, boxes=boxes, window=window)
+    if pixels:
+        px = crop_windows(data.scenes.pixels[rows].float() / 255, boxes, g.image_size, min(TEXT_WINDOW_PX, g.image_size))
+        grids = {"pixels": px, **grids}  # (N, 3, 96, 96) image windows first
     results = []
-    for stage in STAGES:
-        acc, chance = probe_accuracy(grids[stage], y, epochs=epochs)
-        results.append(ProbeResult(stage, acc, chance, tuple(grids[stage].shape[1:])))
+    for head in heads:
+        for stage, x in grids.items():
+            acc, chance = probe_accuracy(x, y, epochs=epochs, head=head)
+            results.append(ProbeResult(stage, acc, chance, tuple(x.shape[1:]), head))
     return results

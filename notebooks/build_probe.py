@@ -43,15 +43,20 @@ ax.axhline(results[0].chance, color="k", ls="--", lw=0.8, label="majority class"
 ax.set_ylim(0, 1); ax.set_ylabel("held-out accuracy"); ax.set_title("landmark kind, conv probe per stage"); ax.legend()
 fig.tight_layout(); fig.savefig(out / "stage_probe.png", dpi=100); plt.show()"""
 
-TEXT = """text_results = probe_text(pipe.model, data, epochs=epochs) if text else []
+TEXT = """text_results = probe_text(pipe.model, data, epochs=epochs, heads=("max", "cnn"), pixels=True) if text else []
 for r in text_results:
-    print(f"{r.stage:>10}: first digit {100 * r.test_accuracy:5.1f} %  (majority {100 * r.chance:.1f} %, window {r.grid})")
+    print(f"{r.head:>4} {r.stage:>10}: first digit {100 * r.test_accuracy:5.1f} %  (majority {100 * r.chance:.1f} %, input {r.grid})")
 if text_results:
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.bar([r.stage for r in text_results], [r.test_accuracy for r in text_results], color="tab:orange")
+    fig, ax = plt.subplots(figsize=(6, 3))
+    stages = list(dict.fromkeys(r.stage for r in text_results))
+    for k, (head, colour) in enumerate((("max", "tab:orange"), ("cnn", "tab:red"))):
+        acc = {r.stage: r.test_accuracy for r in text_results if r.head == head}
+        ax.bar([i + 0.4 * k - 0.2 for i in range(len(stages))], [acc[s] for s in stages], 0.4, color=colour,
+               label=f"{head} probe")
+    ax.set_xticks(range(len(stages)), stages)
     ax.axhline(text_results[0].chance, color="k", ls="--", lw=0.8, label="majority class")
     ax.set_ylim(0, 1); ax.set_ylabel("held-out accuracy"); ax.set_title("number sign, first digit (full resolution)")
-    ax.legend(); fig.tight_layout(); fig.savefig(out / "text_probe.png", dpi=100); plt.show()"""
+    ax.legend(fontsize=7); fig.tight_layout(); fig.savefig(out / "text_probe.png", dpi=100); plt.show()"""
 
 SAVE = """atomic_write_text(out / "metrics.json", json.dumps({"weights": pipe.config.weights, "n_scenes": n_scenes,
     "level": level if level is not None else pipe.geometry.uniform_level, "epochs": epochs,
@@ -75,8 +80,9 @@ def build() -> Path:
                               ("md", "## Sign text\n\nThe first digit of number signs, from a 96-px window around "
                                      "the sign (its location given, as a reading head attending to the right tokens "
                                      "would have it), every cell at the top level — the most any policy can give a "
-                                     "sign. If SAM reads the digit and a later stage does not, that stage is where "
-                                     "the text is lost."), TEXT, SAVE])
+                                     "sign. Two probes: the where-invariant max probe above and a position-aware "
+                                     "CNN (which digit comes *first* is a question of position). The image window "
+                                     "itself (pixels) is the ceiling: what the probe can read from this data at all."), TEXT, SAVE])
 
 
 if __name__ == "__main__":

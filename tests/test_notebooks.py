@@ -82,7 +82,8 @@ def check_probe(out_dir: Path) -> None:
     report = json.loads((out_dir / "metrics.json").read_text())
     assert [r["stage"] for r in report["results"]] == ["sam", "compressor", "clip", "adapter", "projector"]
     assert all(0 <= r["test_accuracy"] <= 1 for r in report["results"]) and (out_dir / "stage_probe.png").is_file()
-    assert [r["stage"] for r in report["text_results"]] == [r["stage"] for r in report["results"]]
+    stages = ["pixels"] + [r["stage"] for r in report["results"]]  # the image window is the text probe's ceiling
+    assert [(r["head"], r["stage"]) for r in report["text_results"]] == [(h, s) for h in ("max", "cnn") for s in stages]
     assert (out_dir / "text_probe.png").is_file()
 
 

@@ -24,6 +24,10 @@ def test_probe_reads_a_shape_that_pooling_would_erase():
     x[:, 1] = torch.rand(n, 8, 8, generator=g)  # a noise channel
     acc, chance = probe_accuracy(x, y, epochs=15)
     assert acc > 0.9 and chance <= 0.6
+    acc_cnn, _ = probe_accuracy(x, y, epochs=15, head="cnn")  # the position-aware probe reads it too
+    assert acc_cnn > 0.9
+    with pytest.raises(InputError, match="unknown probe head"):
+        probe_accuracy(x, y, head="mlp")
     with pytest.raises(InputError, match="both sides"):
         probe_accuracy(x[:1], y[:1])
 
