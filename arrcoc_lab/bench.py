@@ -27,6 +27,7 @@ from . import metrics as M
 from .allocator import POLICIES, get_policy, stable_seed
 from .checkpoint import atomic_write_text, load_weights, write_jsonl
 from .evaluate import evaluate, load_eval_set, summarize
+from .trace import Trace
 
 log = logging.getLogger(__name__)
 PAPER_BUDGETS = (64, 100, 144, 256, 400)  # tokens in the paper geometry (64 cells); "full" is always added
@@ -78,6 +79,20 @@ def point_flops(model, es, policy: str, budget, n: int) -> dict[str, float]:
 
 
 @torch.no_grad()
+def time_sam(model, pixels: torch.Tensor, runs: int, warmup: int = 0) -> tuple[torch.Tensor, dict]:
+    """SAM features of `pixels` and their latency percentiles over `runs` timed runs after `warmup`
+    untimed ones (timed as a Trace stage, so the GPU is synchronised around it)."""
+    times = []
+    for i in range(warmup + max(runs, 1)):
+        tr = Trace(probes=False, sync=pixels.is_cuda)
+        with tr.stage("sam"):
+            features = model.encode_image(pixels)
+        if i >= warmup:
+            times.append(tr.timings)
+    return features, M.latency_percentiles(times)["sam"]
+
+
+@torch.no_grad()
 def sam_cost(model, es, runs: int) -> tuple[int, dict]:
     """SAM on one image: exact FLOPs and latency percentiles over `runs` timed runs."""
     device = next(model.sam.parameters()).device
@@ -85,12 +100,7 @@ def sam_cost(model, es, runs: int) -> tuple[int, dict]:
     counter = M.total_flop_counter()
     with M.countable_kernels(), counter:
         model.encode_image(pixels)
-    times = []
-    for _ in range(max(runs, 1)):
-        t0 = time.perf_counter()
-        model.encode_image(pixels)
-        times.append({"sam": time.perf_counter() - t0})
-    return int(counter.get_total_flops()), M.latency_percentiles(times)["sam"]
+    return int(counter.get_total_flops()), time_sam(model, pixels, runs)[1]
 
 
 def point_summary(rows: list[dict], geometry, flops: dict, sam_flops: int, sam_latency: dict) -> dict:

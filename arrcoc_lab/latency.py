@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import metrics as M
-from .bench import PAPER_BUDGETS, scaled_budgets
+from .bench import PAPER_BUDGETS, scaled_budgets, time_sam
 from .errors import InputError
 
 log = logging.getLogger(__name__)
@@ -46,7 +45,6 @@ class LatencyConfig:
 def build_for_latency(cfg: LatencyConfig):
     from .paper_flops import QWEN3_0_6B
     from .pipeline import UntrainedWeightsWarning, load_pipeline
-
     from .presets import get_preset
 
     pc = get_preset(cfg.preset)
@@ -66,9 +64,6 @@ def build_for_latency(cfg: LatencyConfig):
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed)
             pipe.model.llm.model = Qwen3ForCausalLM(lm_cfg).eval()
-        if pipe.config.projector.out_dim != lm_cfg.hidden_size:
-            raise InputError(f"paper projector emits {pipe.config.projector.out_dim}-d tokens, Qwen3-0.6B takes "
-                             f"{lm_cfg.hidden_size}; build the preset with llm_hidden={lm_cfg.hidden_size}")
     pipe.model.probes = False  # contract probes read tensors back to the host: not part of the latency
     return pipe
 
@@ -96,17 +91,8 @@ def measure_latency(cfg: LatencyConfig, progress: bool = True) -> dict:
     g = model.geometry
     gen = torch.Generator().manual_seed(cfg.seed)
     pixels = torch.randint(0, 256, (1, 3, g.image_size, g.image_size), generator=gen).float().to(device)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     with _autocast(device, cfg.dtype):
-        times = []
-        for i in range(cfg.warmup + cfg.runs):
-            sync()
-            t0 = time.perf_counter()
-            features = model.encode_image(pixels)
-            sync()
-            if i >= cfg.warmup:
-                times.append({"sam": time.perf_counter() - t0})
-        sam = M.latency_percentiles(times)["sam"]
+        features, sam = time_sam(model, pixels, cfg.runs, cfg.warmup)
         budgets = scaled_budgets(g, cfg.paper_budgets)
         points = [(p, None, None) if p == "full" else (p, b, pb) for p in cfg.policies for pb, b in budgets.items()]
         points = list(dict.fromkeys(points))  # `full` once

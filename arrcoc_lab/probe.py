@@ -86,8 +86,10 @@ def stage_grids(model, features: torch.Tensor, level: int, batch: int = 100, box
         row = (ts.positions[..., 0] * side).long().clamp(0, side - 1)
         col = (ts.positions[..., 1] * side).long().clamp(0, side - 1)
         idx = row * side + col  # (B, T) raster index of each token on the grid
-        crop = (lambda x, w: crop_windows(x, boxes[i:i + batch], g.image_size, w)) if boxes is not None \
-            else (lambda x, w: x)
+
+        def crop(x, w):  # (B, D, G, G) -> (B, D, w, w) around each row's box, or as is
+            return x if boxes is None else crop_windows(x, boxes[i:i + batch], g.image_size, w)
+
         sam_window = None if window is None else max(1, round(window * f.shape[-1] / side))
         out["sam"].append(crop(f, sam_window).cpu())
         for name, x in (("compressor", ts.tokens), ("clip", d.clip.tokens), ("adapter", d.adapter.tokens),
@@ -147,10 +149,17 @@ def probe_stages(model, data, level: int | None = None, classes=LANDMARKS, epoch
     scenes, y = answer_labels(data, classes)
     feats = data.scenes.features[data.scenes.rows(scenes)]
     grids = stage_grids(model, feats, level)
+    return _probe_all(grids, y, epochs)
+
+
+def _probe_all(grids: dict[str, torch.Tensor], y: torch.Tensor, epochs: int,
+               heads: tuple[str, ...] = ("max",)) -> list[ProbeResult]:
+    """One probe per (head, stage) on the stages' inputs `grids` (name → (N, D, H, W)), in order."""
     results = []
-    for stage in STAGES:
-        acc, chance = probe_accuracy(grids[stage], y, epochs=epochs)
-        results.append(ProbeResult(stage, acc, chance, tuple(grids[stage].shape[1:])))
+    for head in heads:
+        for stage, x in grids.items():
+            acc, chance = probe_accuracy(x, y, epochs=epochs, head=head)
+            results.append(ProbeResult(stage, acc, chance, tuple(x.shape[1:]), head))
     return results
 
 
@@ -172,9 +181,4 @@ def probe_text(model, data, level: int | None = None, epochs: int = 20, max_samp
     if pixels:
         px = crop_windows(data.scenes.pixels[rows].float() / 255, boxes, g.image_size, min(TEXT_WINDOW_PX, g.image_size))
         grids = {"pixels": px, **grids}  # (N, 3, 96, 96) image windows first
-    results = []
-    for head in heads:
-        for stage, x in grids.items():
-            acc, chance = probe_accuracy(x, y, epochs=epochs, head=head)
-            results.append(ProbeResult(stage, acc, chance, tuple(x.shape[1:]), head))
-    return results
+    return _probe_all(grids, y, epochs, heads)
