@@ -178,11 +178,16 @@ def cmd_train(args) -> int:
     """One phase without a notebook (what `accelerate launch` / torchrun start for multi-process runs)."""
     from .phases import get_phase
     from .pipeline import load_pipeline
+    from .presets import get_preset
     from .train import TrainConfig, load_train_data, run_phase
 
+    init_from = "random" if args.phase == "encoder" and args.init_from is None else args.init_from
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pipe = load_pipeline(args.preset, weights=args.init_from)
+        pipe = (load_pipeline(args.preset, config=get_preset(args.preset)) if init_from == "random"
+                else load_pipeline(args.preset, weights=init_from))
+    if args.phase == "encoder":
+        return _train_encoder(pipe, args)
     overrides = {"steps": args.steps} | ({"lr": args.lr} if args.lr else {})
     phase = get_phase(args.phase, **overrides)
     cfg = TrainConfig(data=args.data, n_scenes=args.n_scenes, batch_size=args.batch_size, seed=args.seed,
@@ -195,6 +200,23 @@ def cmd_train(args) -> int:
     if result.history:
         print(f"{phase.name}: {result.steps} steps, last: " + ", ".join(
             f"{k} {v:.4g}" for k, v in result.history[-1].items() if isinstance(v, float)))
+    return 0
+
+
+def _train_encoder(pipe, args) -> int:
+    """`train --phase encoder`: the lab SAM's pre-training (encoder_pretrain.py), before phase 0."""
+    from .encoder_pretrain import EncoderPretrainConfig, pretrain_encoder, scene_pixels
+
+    if args.device != "cpu":
+        pipe.model.to(args.device)
+    cfg = EncoderPretrainConfig(data=args.data, n_scenes=args.n_scenes, steps=args.steps, batch_size=args.batch_size,
+                                seed=args.seed, device=args.device, mixed_precision=args.mixed_precision,
+                                log_every=args.log_every, ckpt_every=args.ckpt_every, progress=not args.quiet,
+                                **({"lr": args.lr} if args.lr else {}))
+    result = pretrain_encoder(pipe.model, scene_pixels(pipe.model, cfg), cfg, args.out, resume=not args.no_resume,
+                              pipeline_config=pipe.config.to_dict())
+    print(f"encoder: {result.steps} steps, last: " + ", ".join(
+        f"{k} {v:.4g}" for k, v in result.history[-1].items() if isinstance(v, float)))
     return 0
 
 
@@ -303,9 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_run_phase)
 
     t = sub.add_parser("train", help="run one training phase directly (use with accelerate launch / torchrun)")
-    t.add_argument("--phase", required=True, help="phase0 | phase1a | phase1 | phase2 | phase3 | uniform_ft")
+    t.add_argument("--phase", required=True,
+                   help="encoder (lab SAM pre-training, before phase0) | phase0 | phase1a | phase1 | phase2 | phase3 | uniform_ft")
     t.add_argument("--preset", default="lab")
-    t.add_argument("--init-from", dest="init_from", default=None, help="weights to start from")
+    t.add_argument("--init-from", dest="init_from", default=None,
+                   help="weights to start from, or 'random' for the seeded initialisation (the default of --phase "
+                        "encoder; other phases default to the preset's shipped weights)")
     t.add_argument("--out", required=True, help="run folder: checkpoints, model.safetensors, history.json")
     t.add_argument("--steps", type=int, default=100)
     t.add_argument("--batch-size", dest="batch_size", type=int, default=32, help="global batch")

@@ -1,6 +1,8 @@
 """The training curriculum as data: which modules train, at what learning rate, under which
 losses, with which kind of allocation. One loop (train.py) runs any phase.
 
+  encoder  (optional, before phase 0; its own loop in encoder_pretrain.py, not a PhaseConfig) the lab
+           SAM learns without labels to keep each patch's pixels, then is frozen for good.
   phase0   downstream pre-training (compressor heads, CLIP, adapter, projector, LLM) on randomised
            allocations. Allowed because no pretrained CLIP/LLM can be downloaded here; it also makes
            one downstream that accepts any allocation, so policies can be compared on equal terms.

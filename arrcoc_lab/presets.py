@@ -39,7 +39,7 @@ class PipelineConfig:
     llm: LLMConfig = field(default_factory=LLMConfig)
     weights: str | None = None  # safetensors file of our trained weights
     probes: bool = True  # interface checks at every stage boundary
-    seed: int = 0  # seed of the random initialisation (the lab SAM stays at its seeded init, frozen)
+    seed: int = 0  # seed of the random initialisation (the lab SAM stays at its seeded init, frozen, unless the optional encoder phase pre-trains it)
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -68,36 +68,42 @@ def crop_windows(grid: torch.Tensor, boxes: list, image_size: int, window: int) 
 
 @torch.no_grad()
 def stage_grids(model, features: torch.Tensor, level: int, batch: int = 100, boxes: list | None = None,
-                window: int | None = None) -> dict[str, torch.Tensor]:
+                window: int | None = None, stages: tuple[str, ...] = STAGES) -> dict[str, torch.Tensor]:
     """Every stage's output for SAM features (N, C, Hp, Wp), all cells at LOD `level`, as
     (N, D, G, G) grids (G = cells per side × tokens per cell side); SAM's own map is kept as is.
     With `boxes` (one per row) and `window`, each grid is cropped to a window × window patch around
-    its box (and SAM's map to the same image area), so a probe sees only the target."""
+    its box (and SAM's map to the same image area), so a probe sees only the target. `stages`
+    picks which stages to return (the downstream is not run for SAM alone)."""
     g = model.geometry
+    bad = set(stages) - set(STAGES)
+    if bad or not stages:
+        raise InputError(f"unknown stage(s) {sorted(bad)}; known: {list(STAGES)}")
     if not 0 <= level < len(g.levels):
         raise InputError(f"level {level} outside 0..{len(g.levels) - 1}")
     side = g.cells_per_side * g.level_side(level)
     out: dict[str, list] = {s: [] for s in STAGES}
     for i in range(0, len(features), batch):
         f = features[i:i + batch].float()
-        levels = torch.full((len(f), g.cells_per_side, g.cells_per_side), level, dtype=torch.long, device=f.device)
-        d = model.downstream(f, levels)
-        ts = d.tokens
-        row = (ts.positions[..., 0] * side).long().clamp(0, side - 1)
-        col = (ts.positions[..., 1] * side).long().clamp(0, side - 1)
-        idx = row * side + col  # (B, T) raster index of each token on the grid
 
         def crop(x, w):  # (B, D, G, G) -> (B, D, w, w) around each row's box, or as is
             return x if boxes is None else crop_windows(x, boxes[i:i + batch], g.image_size, w)
 
         sam_window = None if window is None else max(1, round(window * f.shape[-1] / side))
         out["sam"].append(crop(f, sam_window).cpu())
+        if set(stages) == {"sam"}:
+            continue
+        levels = torch.full((len(f), g.cells_per_side, g.cells_per_side), level, dtype=torch.long, device=f.device)
+        d = model.downstream(f, levels)
+        ts = d.tokens
+        row = (ts.positions[..., 0] * side).long().clamp(0, side - 1)
+        col = (ts.positions[..., 1] * side).long().clamp(0, side - 1)
+        idx = row * side + col  # (B, T) raster index of each token on the grid
         for name, x in (("compressor", ts.tokens), ("clip", d.clip.tokens), ("adapter", d.adapter.tokens),
                         ("projector", d.visual)):
             grid = x.new_zeros(len(f), side * side, x.shape[-1])
             grid.scatter_(1, idx.unsqueeze(-1).expand_as(x), x)  # (B, T, D) -> (B, G·G, D)
             out[name].append(crop(grid.transpose(1, 2).reshape(len(f), -1, side, side), window).cpu())  # -> (B, D, G, G)
-    return {k: torch.cat(v) for k, v in out.items()}
+    return {k: torch.cat(out[k]) for k in STAGES if k in stages}
 
 
 def _probe_net(head: str, channels: int, side: int, hidden: int, n_cls: int) -> nn.Module:
@@ -164,12 +170,17 @@ def _probe_all(grids: dict[str, torch.Tensor], y: torch.Tensor, epochs: int,
 
 
 def probe_text(model, data, level: int | None = None, epochs: int = 20, max_samples: int = 2000,
-               heads: tuple[str, ...] = ("max",), pixels: bool = False) -> list[ProbeResult]:
+               heads: tuple[str, ...] = ("max",), pixels: bool = False,
+               stages: tuple[str, ...] = STAGES) -> list[ProbeResult]:
     """Probe every stage for the first digit of number signs, on a window around the sign (the
     location is given, as a reading head attending to the right tokens would have it), at LOD
     `level` (default: the top level, full resolution — the most any policy can give a sign), with
-    each probe kind in `heads`. `pixels` adds the image window itself as a first "stage": the
-    ceiling of what the probe can read from this data."""
+    each probe kind in `heads`. `pixels` adds two references before the stages: the image window
+    itself ("pixels", cut to the pixel) and the same pixels rearranged onto SAM's patch grid
+    ("patch_grid": each patch's 3·p² values as channels, cut to the patch like SAM's window). The
+    patch grid holds everything the pixels do, so it is what a perfect encoder could pass on; a
+    stage that scores like it has lost nothing the probe can use. `stages` limits the stages probed (e.g.
+    ("sam",) to judge an encoder alone)."""
     g = model.geometry
     level = len(g.levels) - 1 if level is None else level
     scenes, boxes, y = text_labels(data)
@@ -177,8 +188,11 @@ def probe_text(model, data, level: int | None = None, epochs: int = 20, max_samp
     side = g.cells_per_side * g.level_side(level)
     window = max(1, min(side, round(TEXT_WINDOW_PX * side / g.image_size)))
     rows = data.scenes.rows(scenes)
-    grids = stage_grids(model, data.scenes.features[rows], level, boxes=boxes, window=window)
+    grids = stage_grids(model, data.scenes.features[rows], level, boxes=boxes, window=window, stages=stages)
     if pixels:
-        px = crop_windows(data.scenes.pixels[rows].float() / 255, boxes, g.image_size, min(TEXT_WINDOW_PX, g.image_size))
-        grids = {"pixels": px, **grids}  # (N, 3, 96, 96) image windows first
+        px = data.scenes.pixels[rows].float() / 255  # (N, 3, S, S)
+        grid = F.pixel_unshuffle(px, g.patch_size)  # (N, 3, S, S) -> (N, 3·p², S/p, S/p): lossless, on SAM's grid
+        sam_window = grids["sam"].shape[-1] if "sam" in grids else max(1, round(TEXT_WINDOW_PX / g.patch_size))
+        grids = {"pixels": crop_windows(px, boxes, g.image_size, min(TEXT_WINDOW_PX, g.image_size)),  # (N, 3, 96, 96)
+                 "patch_grid": crop_windows(grid, boxes, g.image_size, sam_window), **grids}
     return _probe_all(grids, y, epochs, heads)

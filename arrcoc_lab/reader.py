@@ -77,6 +77,20 @@ class RegionReader(nn.Module):
         return ReaderOutput(loss, valid, acc.detach())
 
 
+    @torch.no_grad()
+    def decode(self, visual: torch.Tensor, region: torch.Tensor) -> list[str]:
+        """Greedy reading: the text each sample's byte slots spell up to END ('' where END comes
+        first or the sample has no region)."""
+        q = self.slots.to(visual.dtype).expand(visual.shape[0], -1, -1)  # (B, K+1, H)
+        x = self.decoder(q, visual, memory_key_padding_mask=~region)  # (B, K+1, H)
+        ids = self.head(self.norm(x)).argmax(-1).tolist()  # (B, K+1)
+        out = []
+        for row, ok in zip(ids, region.any(1).tolist()):
+            kept = row[:row.index(END)] if END in row else row
+            out.append(bytes(kept).decode("utf-8", "replace") if ok else "")
+        return out
+
+
 def region_tokens(cells: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(B, T) bool: tokens whose cell (B, T raster index, -1 at padding) lies in the target
     cells (B, Hc, Wc; 1 inside, 0 outside, NaN where the sample has no region)."""

@@ -16,6 +16,7 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 NOTEBOOK_FILES = {  # run-phase name → notebook (notebooks/build_notebooks.py writes the phase ones)
+    "encoder": "09_encoder_pretrain.ipynb",  # notebooks/build_encoder.py
     "phase0": "10_phase0_downstream.ipynb",
     "phase1a": "11_phase1a_allocator_pretrain.ipynb",
     "phase1": "12_phase1_allocator_adapter.ipynb",

@@ -64,7 +64,7 @@ def allocation_examples_figure(es, all_rows: dict, geometry, path: str | Path, n
 def training_curves_figure(history: list[dict], path: str | Path, title: str = "") -> None:
     plt = _plt()
     keys = [k for k in ("answer", "answer_gist", "answer_detail", "relevance", "tier", "efficiency", "diversity",
-                        "consistency", "read") if any(k in h for h in history)]
+                        "consistency", "read", "loss", "mse") if any(k in h for h in history)]
     levels = sorted(k for k in (history[0] if history else {}) if k.startswith("level") and k.endswith("_share"))
     fig, axes = plt.subplots(1, 3 if levels else 1, figsize=(12 if levels else 5, 3.2), squeeze=False)
     steps = [h["step"] for h in history]

@@ -60,17 +60,31 @@ def check_evaluation(nb, out_dir: Path, executed: Path) -> None:
     assert (out_dir / "allocation_examples.png").is_file() and (out_dir / "accuracy_by_tokens.png").is_file()
 
 
+def check_encoder(nb, out_dir: Path, executed: Path) -> None:
+    names = {p.name for p in out_dir.iterdir()}
+    assert {"metrics.json", "config.json", "history.json", "training_curves.png", "reconstruction.png",
+            "text_probe.png"} <= names
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and [h["step"] for h in json.loads((out_dir / "history.json").read_text())] == [1, 2]
+    for when in ("random_sam", "pretrained_sam"):  # the acceptance check, before and after, with its references
+        assert set(metrics["text_probe"][when]) == {f"{h}/{s}" for h in ("max", "cnn") for s in ("pixels", "patch_grid", "sam")}
+    assert json.loads((out_dir / "config.json").read_text())["encoder_pretrain"]["steps"] == 2
+
+
 PHASE_SMALL = {"preset": "lab", "steps": 2, "batch_size": 4, "n_scenes": 4, "eval_scenes": 2, "cache_dir": "{cache}",
                "run_dir": "{tmp}/run", "resume": False}
 NOTEBOOKS = {
     "00_quickstart": ({"preset": "tiny", "image_index": 0, "figure_dpi": 40, "policies": ["arrcoc", "heuristic"]}, check_quickstart),
+    "09_encoder_pretrain": ({"steps": 2, "batch_size": 2, "n_scenes": 4, "probe_scenes": 12, "probe_epochs": 1,
+                             "cache_dir": "{cache}", "run_dir": "{tmp}/run", "resume": False}, check_encoder),
     "10_phase0_downstream": (PHASE_SMALL, check_phase),
     "11_phase1a_allocator_pretrain": (PHASE_SMALL, check_phase),
     "12_phase1_allocator_adapter": (PHASE_SMALL, check_phase),
     "13_phase2_clip_adapter": (PHASE_SMALL, check_phase),
     "14_phase3_end_to_end": (PHASE_SMALL, check_phase),
     "20_lab_evaluation": ({"n_scenes": 2, "cache_dir": "{cache}", "train_reports": "{tmp}/none"}, check_evaluation),
-    "21_stage_probe": ({"n_scenes": 12, "epochs": 1, "cache_dir": "{cache}"}, lambda nb, out, ex: check_probe(out)),
+    "21_stage_probe": ({"n_scenes": 12, "epochs": 1, "cache_dir": "{cache}", "scaling_samples": [4, 8],
+                        "reading_steps": 2}, lambda nb, out, ex: check_probe(out)),
     "40_benchmark": ({"n_scenes": 1, "data": ["scenebench:test"], "budgets": [64, 256], "policies": ["arrcoc", "uniform", "full", "visionzip"],
                       "paper_flops": False, "max_new_tokens": 1, "cache_dir": "{cache}",
                       # the shipped weights stand in for uniform's own downstream (same architecture)
@@ -82,9 +96,13 @@ def check_probe(out_dir: Path) -> None:
     report = json.loads((out_dir / "metrics.json").read_text())
     assert [r["stage"] for r in report["results"]] == ["sam", "compressor", "clip", "adapter", "projector"]
     assert all(0 <= r["test_accuracy"] <= 1 for r in report["results"]) and (out_dir / "stage_probe.png").is_file()
-    stages = ["pixels"] + [r["stage"] for r in report["results"]]  # the image window is the text probe's ceiling
+    # the image window and the lossless patch grid are the text probe's references
+    stages = ["pixels", "patch_grid"] + [r["stage"] for r in report["results"]]
     assert [(r["head"], r["stage"]) for r in report["text_results"]] == [(h, s) for h in ("max", "cnn") for s in stages]
-    assert (out_dir / "text_probe.png").is_file()
+    assert (out_dir / "text_probe.png").is_file() and (out_dir / "text_scaling.png").is_file()
+    assert {k: list(v) for k, v in report["text_scaling"].items()} == {s: ["4", "8"] for s in ("pixels", "patch_grid", "sam")}
+    assert [r["stage"] for r in report["reading_results"]] == ["patch_grid", "sam", "sam_half"]
+    assert (out_dir / "reading_probe.png").is_file()
 
 
 def check_benchmark(out_dir: Path) -> None:

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from arrcoc_lab.errors import InputError
-from arrcoc_lab.probe import STAGES, answer_labels, crop_windows, probe_accuracy, stage_grids, text_labels
+from arrcoc_lab.probe import (STAGES, TEXT_WINDOW_PX, answer_labels, crop_windows, probe_accuracy, probe_text,
+                              stage_grids, text_labels)
 
 
 def test_probe_reads_a_shape_that_pooling_would_erase():
@@ -85,3 +86,22 @@ def test_stage_grids_crop_every_stage_to_the_same_window(lab_pipe):
     for name in STAGES:
         assert grids[name].shape[2:] == (6, 6), name
     assert torch.equal(grids["sam"][0], full["sam"][0, :, 0:6, 0:6])  # box centre (3.1, 2.5) in grid units
+
+
+def test_text_probe_references_come_first_on_the_image_and_patch_grids(lab_pipe):
+    from arrcoc_lab.features import SceneTensors
+
+    g = lab_pipe.geometry
+    n, S, P = 10, g.image_size, g.patches_per_side
+    scenes = SceneTensors(torch.randn(n, lab_pipe.model.compressor.cfg.in_dim, P, P).half(),
+                          torch.randint(0, 256, (n, 3, S, S), dtype=torch.uint8), list(range(n)))
+    data = SimpleNamespace(answers=[str(10 + 9 * i) for i in range(n)], scene_index=list(range(n)),
+                           boxes=[(20 * i, 30, 20 * i + 40, 50) for i in range(n)], scenes=scenes)
+    results = probe_text(lab_pipe.model, data, epochs=1, heads=("max",), pixels=True, stages=("sam",))
+    window = round(TEXT_WINDOW_PX / g.patch_size)
+    assert [(r.stage, r.grid) for r in results] == [
+        ("pixels", (3, TEXT_WINDOW_PX, TEXT_WINDOW_PX)),
+        ("patch_grid", (3 * g.patch_size ** 2, window, window)),  # every pixel of the patch-aligned window, as channels
+        ("sam", (lab_pipe.model.compressor.cfg.in_dim, window, window))]
+    with pytest.raises(InputError, match="unknown stage"):
+        probe_text(lab_pipe.model, data, stages=("vit",))

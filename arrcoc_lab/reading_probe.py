@@ -1,0 +1,116 @@
+"""Reading probe: can sign text be *read* from a stage, by a reader that is told where the sign is?
+
+The class probes of probe.py ask for one digit. This one asks for the whole text: a fresh
+region reader (reader.py: byte-slot queries cross-attending to tokens) is trained on the window of
+a stage's grid around each fine-detail question's sign and spells the sign's text; the score is the
+share of held-out signs read exactly. The same reader on the image's own pixels laid on SAM's patch
+grid (lossless, `patch_grid`) is the reference: a stage that reads as well has lost nothing a
+learned reader can use, and a gap between training and held-out signs says the reader is short of
+examples rather than the features short of text. A diagnostic, not part of the model.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import InputError
+from .probe import STAGES, TEXT_WINDOW_PX, crop_windows, stage_grids
+from .reader import ReaderConfig, RegionReader
+
+
+@dataclass
+class ReadingResult:
+    stage: str  # "patch_grid" (reference) or a pipeline stage
+    heldout_exact: float  # share of held-out signs whose text is read exactly
+    train_exact: float  # the same on (up to 1000) training signs: far above held-out = short of examples
+    heldout_byte_accuracy: float  # share of held-out answer bytes (END included) right
+    n_train: int  # signs the reader was trained on
+    n_heldout: int
+    grid: tuple[int, int, int]  # (channels, height, width) of the window the reader saw
+
+
+def reading_samples(data) -> tuple[list[int], list, list[str]]:
+    """(scene index, sign box, sign text) of every fine-detail question with a target box."""
+    keep = [i for i, (d, b) in enumerate(zip(data.difficulty, data.boxes)) if d == "detail" and b is not None]
+    if not keep:
+        raise InputError("no fine-detail question with a target box in the data")
+    return [data.scene_index[i] for i in keep], [data.boxes[i] for i in keep], [data.answers[i] for i in keep]
+
+
+class _Reader(nn.Module):
+    """Standardised window (N, C, w, w) → tokens (linear + learned position) → region reader."""
+
+    def __init__(self, channels: int, cells: int, dim: int = 128):
+        super().__init__()
+        self.proj = nn.Linear(channels, dim)
+        self.pos = nn.Parameter(torch.zeros(1, cells, dim))
+        self.reader = RegionReader(dim, ReaderConfig())
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x.flatten(2).transpose(1, 2)) + self.pos  # (N, C, w, w) -> (N, w·w, dim)
+
+
+def reading_accuracy(x: torch.Tensor, texts: list[str], train_frac: float = 0.85, steps: int = 1500,
+                     batch: int = 64, lr: float = 1e-3, seed: int = 0, stage: str = "") -> ReadingResult:
+    """Train a reader on the first `train_frac` of windows x (N, C, w, w) → texts; score the rest."""
+    n_tr = int(train_frac * len(texts))
+    if n_tr < 1 or n_tr >= len(texts):
+        raise InputError(f"need signs on both sides of the split, got {len(texts)} at train_frac {train_frac}")
+    if steps < 1:
+        raise InputError(f"steps must be ≥ 1, got {steps}")
+    mu, sd = x[:n_tr].mean((0, 2, 3), keepdim=True), x[:n_tr].std((0, 2, 3), keepdim=True) + 1e-6
+    x = (x - mu) / sd  # per-channel standardisation, as the class probes do
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = _Reader(x.shape[1], x.shape[2] * x.shape[3])
+    opt = torch.optim.AdamW(net.parameters(), lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    everywhere = torch.ones(batch, x.shape[2] * x.shape[3], dtype=torch.bool)
+    for _ in range(steps):
+        j = torch.randint(0, n_tr, (batch,), generator=gen)
+        out = net.reader(net.tokens(x[j]), everywhere, [texts[k] for k in j.tolist()])
+        opt.zero_grad()
+        out.loss.mean().backward()
+        opt.step()
+        sched.step()
+
+    def exact(lo: int, hi: int) -> tuple[float, float]:
+        right, byte_acc = 0, []
+        for a in range(lo, hi, 256):
+            b = min(a + 256, hi)
+            tok, region = net.tokens(x[a:b]), torch.ones(b - a, x.shape[2] * x.shape[3], dtype=torch.bool)
+            right += sum(p == t for p, t in zip(net.reader.decode(tok, region), texts[a:b]))
+            byte_acc.append(float(net.reader(tok, region, texts[a:b]).byte_accuracy) * (b - a))
+        return right / (hi - lo), sum(byte_acc) / (hi - lo)
+
+    net.eval()
+    with torch.no_grad():
+        held, held_bytes = exact(n_tr, len(texts))
+        train, _ = exact(0, min(n_tr, 1000))
+    return ReadingResult(stage, held, train, held_bytes, n_tr, len(texts) - n_tr, tuple(x.shape[1:]))
+
+
+def probe_reading(model, data, stages: tuple[str, ...] = ("sam",), reference: bool = True, steps: int = 1500,
+                  max_samples: int | None = None, level: int | None = None) -> list[ReadingResult]:
+    """Read every fine-detail question's sign from a window of each stage in `stages` (at LOD
+    `level`, default full resolution), after the lossless `patch_grid` reference when `reference`."""
+    g = model.geometry
+    level = len(g.levels) - 1 if level is None else level
+    scenes, boxes, texts = reading_samples(data)
+    scenes, boxes, texts = scenes[:max_samples], boxes[:max_samples], texts[:max_samples]
+    side = g.cells_per_side * g.level_side(level)
+    window = max(1, min(side, round(TEXT_WINDOW_PX * side / g.image_size)))
+    rows = data.scenes.rows(scenes)
+    grids = stage_grids(model, data.scenes.features[rows], level, boxes=boxes, window=window,
+                        stages=tuple(s for s in STAGES if s in stages))
+    if reference:
+        px = F.pixel_unshuffle(data.scenes.pixels[rows].float() / 255, g.patch_size)  # (N, 3·p², Hp, Wp), lossless
+        sam_window = max(1, round(TEXT_WINDOW_PX / g.patch_size))
+        grids = {"patch_grid": crop_windows(px, boxes, g.image_size, sam_window), **grids}
+    return [reading_accuracy(x, texts, steps=steps, stage=name) for name, x in grids.items()]

@@ -1,0 +1,70 @@
+"""Reading probe (arrcoc_lab/reading_probe.py) and the reader's greedy decoding: a reader learns to
+spell text that its window shows, fails on windows that hold none, and bad input fails clearly."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from arrcoc_lab.errors import InputError
+from arrcoc_lab.features import SceneTensors
+from arrcoc_lab.reader import END, RegionReader
+from arrcoc_lab.reading_probe import probe_reading, reading_accuracy, reading_samples
+
+WORDS = ["ab", "cd", "ef", "gh"]
+
+
+def _windows(n: int, informative: bool, seed: int = 0):
+    """(n, 4, 3, 3) windows; when informative, channel k lights up at the centre for word k."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, len(WORDS), (n,), generator=gen)
+    x = torch.randn(n, 4, 3, 3, generator=gen) * 0.1
+    if informative:
+        x[torch.arange(n), labels, 1, 1] += 3.0
+    return x, [WORDS[i] for i in labels.tolist()]
+
+
+def test_reader_reads_what_the_window_shows_and_not_what_it_hides():
+    x, texts = _windows(400, informative=True)
+    good = reading_accuracy(x, texts, steps=150, batch=32, lr=3e-3, stage="informative")
+    assert good.heldout_exact > 0.9 and good.n_train == 340 and good.n_heldout == 60 and good.grid == (4, 3, 3)
+    x, texts = _windows(400, informative=False)
+    blind = reading_accuracy(x, texts, steps=150, batch=32, lr=3e-3)
+    assert blind.heldout_exact < 0.5  # 4 equally likely words: ~0.25 by guessing
+
+
+def test_decode_stops_at_end_and_skips_samples_without_region():
+    r = RegionReader(8)
+    with torch.no_grad():
+        r.head.weight.zero_()
+        r.head.bias.zero_()
+        r.head.bias[ord("x")] = 5.0  # every slot says "x" ...
+    visual = torch.randn(2, 3, 8)
+    region = torch.tensor([[True, True, False], [False, False, False]])
+    assert r.decode(visual, region) == ["x" * (r.cfg.max_bytes + 1), ""]
+    with torch.no_grad():
+        r.head.bias[END] = 10.0  # ... until END wins at once
+    assert r.decode(visual, region) == ["", ""]
+
+
+def test_reading_samples_take_detail_questions_with_a_box():
+    data = SimpleNamespace(difficulty=["gist", "detail", "detail"], boxes=[(0, 0, 1, 1), (1, 1, 5, 5), None],
+                           scene_index=[0, 0, 1], answers=["blue", "E=mc2", "K7"])
+    assert reading_samples(data) == ([0], [(1, 1, 5, 5)], ["E=mc2"])
+    with pytest.raises(InputError, match="fine-detail"):
+        reading_samples(SimpleNamespace(difficulty=["gist"], boxes=[None], scene_index=[0], answers=["x"]))
+
+
+def test_probe_reading_puts_the_lossless_reference_first(lab_pipe):
+    g = lab_pipe.geometry
+    n, P = 12, g.patches_per_side
+    scenes = SceneTensors(torch.randn(n, lab_pipe.model.compressor.cfg.in_dim, P, P).half(),
+                          torch.randint(0, 256, (n, 3, g.image_size, g.image_size), dtype=torch.uint8), list(range(n)))
+    data = SimpleNamespace(difficulty=["detail"] * n, boxes=[(16 * i, 40, 16 * i + 40, 60) for i in range(n)],
+                           scene_index=list(range(n)), answers=[str(i) for i in range(n)], scenes=scenes)
+    results = probe_reading(lab_pipe.model, data, steps=2)
+    w = round(96 / g.patch_size)
+    assert [(r.stage, r.grid) for r in results] == [("patch_grid", (3 * g.patch_size ** 2, w, w)),
+                                                    ("sam", (lab_pipe.model.compressor.cfg.in_dim, w, w))]
+    assert all(0 <= r.heldout_exact <= 1 and r.n_train + r.n_heldout == n for r in results)
+    with pytest.raises(InputError, match="steps"):
+        reading_accuracy(torch.zeros(4, 2, 2, 2), ["a"] * 4, steps=0)
