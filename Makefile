@@ -16,16 +16,18 @@ LAB_STEPS_PHASE0 ?= 1600
 LAB_STEPS_PHASE1A ?= 600
 LAB_STEPS ?= 100
 LAB_DEVICE ?= cpu
+# SceneBench train scenes for every phase (6 questions each; SAM features are cached once per scene)
+LAB_N_SCENES ?= 3000
 train-lab: $(STAMP)
-	$(PY) -m arrcoc_lab.cli run-phase phase0 -p steps $(LAB_STEPS_PHASE0) -p device $(LAB_DEVICE)
-	$(PY) -m arrcoc_lab.cli run-phase phase1a -p steps $(LAB_STEPS_PHASE1A) -p device $(LAB_DEVICE) -p init_from runs/lab/phase0/model.safetensors
-	$(PY) -m arrcoc_lab.cli run-phase phase1 -p steps $(LAB_STEPS) -p device $(LAB_DEVICE) -p init_from runs/lab/phase1a/model.safetensors
-	$(PY) -m arrcoc_lab.cli run-phase phase2 -p steps $(LAB_STEPS) -p device $(LAB_DEVICE) -p init_from runs/lab/phase1/model.safetensors
-	$(PY) -m arrcoc_lab.cli run-phase phase3 -p steps $(LAB_STEPS) -p device $(LAB_DEVICE) -p init_from runs/lab/phase2/model.safetensors
+	$(PY) -m arrcoc_lab.cli run-phase phase0 -p n_scenes $(LAB_N_SCENES) -p steps $(LAB_STEPS_PHASE0) -p device $(LAB_DEVICE)
+	$(PY) -m arrcoc_lab.cli run-phase phase1a -p n_scenes $(LAB_N_SCENES) -p steps $(LAB_STEPS_PHASE1A) -p device $(LAB_DEVICE) -p init_from runs/lab/phase0/model.safetensors
+	$(PY) -m arrcoc_lab.cli run-phase phase1 -p n_scenes $(LAB_N_SCENES) -p steps $(LAB_STEPS) -p device $(LAB_DEVICE) -p init_from runs/lab/phase1a/model.safetensors
+	$(PY) -m arrcoc_lab.cli run-phase phase2 -p n_scenes $(LAB_N_SCENES) -p steps $(LAB_STEPS) -p device $(LAB_DEVICE) -p init_from runs/lab/phase1/model.safetensors
+	$(PY) -m arrcoc_lab.cli run-phase phase3 -p n_scenes $(LAB_N_SCENES) -p steps $(LAB_STEPS) -p device $(LAB_DEVICE) -p init_from runs/lab/phase2/model.safetensors
 	$(PY) -m arrcoc_lab.cli export runs/lab/phase3/model.safetensors
 	$(PY) -m arrcoc_lab.cli run-phase evaluation
 	$(PY) -m arrcoc_lab.cli train --phase uniform_ft --init-from arrcoc_lab/weights/lab/model.safetensors \
-		--out runs/lab/uniform_ft --steps 200 --n-scenes 3000
+		--out runs/lab/uniform_ft --steps 200 --n-scenes $(LAB_N_SCENES)
 	$(PY) -m arrcoc_lab.cli run-phase benchmark -p output_dir reports/bench/lab
 
 $(STAMP): pyproject.toml

@@ -5,6 +5,7 @@ Files live under `cache/` (git-ignored) and are written atomically."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, atomic_write_text
 from .inputs import to_model_input
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,45 @@ def _encode_range(model, dataset, lo: int, hi: int, batch_size: int, bar):
         pix.append(pixels.round().clamp(0, 255).to(torch.uint8).cpu())
         bar.update(len(chunk))
     return torch.cat(feats), torch.cat(pix)
+
+
+SAMPLE_FIELDS = ("question", "answer", "target_box", "difficulty", "scene_index")
+
+
+def sample_fields(dataset, cache_dir: str | Path = "cache", progress: bool = True) -> tuple[dict[str, list], tuple[int, int]]:
+    """The text fields (SAMPLE_FIELDS) of every sample, and the image size. A synthetic set renders
+    each scene to know its questions and boxes (~23 ms a scene), more than training costs at tens
+    of thousands of scenes, so its fields are stored in `cache_dir` once, keyed by the set, its size
+    and a fingerprint of its first scene (a changed generator never reuses them). Images are never
+    kept: indexing the set would copy each sample's image."""
+    synthetic = hasattr(dataset, "scene")
+    path = None
+    if synthetic:
+        q, first = dataset.QUESTIONS_PER_SCENE, dataset.scene(0)
+        h = hashlib.sha1(json.dumps([[getattr(s, k) for k in SAMPLE_FIELDS] for s in first.samples], default=_plain).encode())
+        h.update(first.image.tobytes())
+        path = Path(cache_dir) / (f"{dataset.NAME}-{dataset.split}-{dataset.image_size}-p{dataset.patch_size}-"
+                                  f"{len(dataset)}-{h.hexdigest()[:12]}.fields.json")
+        if path.is_file():
+            blob = json.loads(path.read_text())
+            fields = blob["fields"]
+            fields["target_box"] = [None if b is None else tuple(b) for b in fields["target_box"]]
+            return fields, tuple(blob["image_hw"])
+    get = (lambda j: dataset.scene(j // q).samples[j % q]) if synthetic else dataset.__getitem__
+    fields: dict[str, list] = {k: [] for k in SAMPLE_FIELDS}
+    image_hw = (0, 0)
+    for j in tqdm(range(len(dataset)), desc="questions", disable=not progress):
+        sample = get(j)
+        for k, v in fields.items():
+            v.append(getattr(sample, k))
+        image_hw = tuple(sample.image.shape[:2])
+    if path is not None:
+        atomic_write_text(path, json.dumps({"fields": fields, "image_hw": image_hw}, default=_plain))
+    return fields, image_hw
+
+
+def _plain(x):  # numpy scalars in boxes → JSON numbers
+    return x.item() if hasattr(x, "item") else str(x)
 
 
 def target_cells(boxes: list, geometry, image_hw: tuple[int, int]) -> torch.Tensor:

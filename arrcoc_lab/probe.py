@@ -130,17 +130,17 @@ def probe_accuracy(x: torch.Tensor, y: torch.Tensor, train_frac: float = 0.8, ep
     mu, sd = x[:n_tr].mean((0, 2, 3), keepdim=True), x[:n_tr].std((0, 2, 3), keepdim=True) + 1e-6
     x = (x - mu) / sd  # per-channel standardisation, so stages of different scale compare fairly
     n_cls = int(y.max()) + 1
-    with torch.random.fork_rng():
+    with torch.random.fork_rng():  # init and dropout seeded: a probe's score does not depend on what ran before
         torch.manual_seed(seed)
         probe = _probe_net(head, x.shape[1], x.shape[-1], hidden, n_cls)
-    opt = torch.optim.AdamW(probe.parameters(), lr, weight_decay=0.05 if head == "cnn" else 0.0)
-    for _ in range(epochs):
-        probe.train()
-        for j in torch.randperm(n_tr, generator=gen).split(64):
-            loss = F.cross_entropy(probe(x[j]), y[j])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        opt = torch.optim.AdamW(probe.parameters(), lr, weight_decay=0.05 if head == "cnn" else 0.0)
+        for _ in range(epochs):
+            probe.train()
+            for j in torch.randperm(n_tr, generator=gen).split(64):
+                loss = F.cross_entropy(probe(x[j]), y[j])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
     probe.eval()
     with torch.no_grad():
         acc = float((probe(x[n_tr:]).argmax(1) == y[n_tr:]).float().mean())

@@ -105,3 +105,12 @@ def test_text_probe_references_come_first_on_the_image_and_patch_grids(lab_pipe)
         ("sam", (lab_pipe.model.compressor.cfg.in_dim, window, window))]
     with pytest.raises(InputError, match="unknown stage"):
         probe_text(lab_pipe.model, data, stages=("vit",))
+
+
+def test_probe_score_does_not_depend_on_the_global_random_state():
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(60, 3, 8, 8, generator=gen), torch.randint(0, 3, (60,), generator=gen)
+    torch.manual_seed(123)
+    a = probe_accuracy(x, y, epochs=2, head="cnn")  # the cnn head has dropout
+    torch.manual_seed(456)
+    assert probe_accuracy(x, y, epochs=2, head="cnn") == a

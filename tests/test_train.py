@@ -193,3 +193,21 @@ def test_target_full_budget_counts_the_smooth_ramp():
 def test_phase_config_rejects_out_of_range_sampling(field, value):
     with pytest.raises(ValueError, match=field):
         get_phase("phase0", **{field: value})
+
+
+def test_sample_fields_render_once_then_come_from_the_cache(tmp_path):
+    from arrcoc_lab.data import load_dataset
+    from arrcoc_lab.features import SAMPLE_FIELDS, sample_fields
+
+    ds = load_dataset("scenebench:train", n=12)  # two scenes of six questions
+    fields, hw = sample_fields(ds, tmp_path, progress=False)
+    assert hw == (256, 256) and all(len(v) == 12 for v in fields.values())
+    for j in (0, 7, 11):
+        assert [fields[k][j] for k in SAMPLE_FIELDS] == [getattr(ds[j], k) for k in SAMPLE_FIELDS]
+    assert len(list(tmp_path.glob("*.fields.json"))) == 1
+    rendered, scene = [], ds.scene
+    ds.scene = lambda i: rendered.append(i) or scene(i)
+    again, hw2 = sample_fields(ds, tmp_path, progress=False)
+    assert (again, hw2) == (fields, hw) and rendered == [0]  # only the first scene, for the fingerprint
+    sample_fields(load_dataset("scenebench:train", n=6), tmp_path, progress=False)
+    assert len(list(tmp_path.glob("*.fields.json"))) == 2  # another size, another file
