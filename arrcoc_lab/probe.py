@@ -169,6 +169,35 @@ def _probe_all(grids: dict[str, torch.Tensor], y: torch.Tensor, epochs: int,
     return results
 
 
+REFERENCES = ("pixels", "patch_grid")  # sign_windows' image references
+
+
+def sign_windows(model, data, scenes: list[int], boxes: list, level: int | None = None,
+                 stages: tuple[str, ...] = STAGES, references: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Windows around each sign (one per scene index and box): `references` first — "pixels" (the
+    96-px image window, cut to the pixel) and "patch_grid" (the same pixels on SAM's patch grid,
+    each patch's 3·p² values as channels, cut to the patch: lossless) — then each stage in `stages`
+    at LOD `level` (default: the top level), all as (N, D, w, w)."""
+    g = model.geometry
+    level = len(g.levels) - 1 if level is None else level
+    bad = set(references) - set(REFERENCES)
+    if bad:
+        raise InputError(f"unknown reference(s) {sorted(bad)}; known: {list(REFERENCES)}")
+    side = g.cells_per_side * g.level_side(level)
+    window = max(1, min(side, round(TEXT_WINDOW_PX * side / g.image_size)))
+    rows = data.scenes.rows(scenes)
+    grids = stage_grids(model, data.scenes.features[rows], level, boxes=boxes, window=window, stages=stages)
+    out = {}
+    if references:
+        px = data.scenes.pixels[rows].float() / 255  # (N, 3, S, S)
+        if "pixels" in references:
+            out["pixels"] = crop_windows(px, boxes, g.image_size, min(TEXT_WINDOW_PX, g.image_size))  # (N, 3, 96, 96)
+        if "patch_grid" in references:
+            grid = F.pixel_unshuffle(px, g.patch_size)  # (N, 3, S, S) -> (N, 3·p², S/p, S/p)
+            out["patch_grid"] = crop_windows(grid, boxes, g.image_size, max(1, round(TEXT_WINDOW_PX / g.patch_size)))
+    return out | grids
+
+
 def probe_text(model, data, level: int | None = None, epochs: int = 20, max_samples: int = 2000,
                heads: tuple[str, ...] = ("max",), pixels: bool = False,
                stages: tuple[str, ...] = STAGES) -> list[ProbeResult]:
@@ -181,18 +210,7 @@ def probe_text(model, data, level: int | None = None, epochs: int = 20, max_samp
     patch grid holds everything the pixels do, so it is what a perfect encoder could pass on; a
     stage that scores like it has lost nothing the probe can use. `stages` limits the stages probed (e.g.
     ("sam",) to judge an encoder alone)."""
-    g = model.geometry
-    level = len(g.levels) - 1 if level is None else level
     scenes, boxes, y = text_labels(data)
     scenes, boxes, y = scenes[:max_samples], boxes[:max_samples], y[:max_samples]
-    side = g.cells_per_side * g.level_side(level)
-    window = max(1, min(side, round(TEXT_WINDOW_PX * side / g.image_size)))
-    rows = data.scenes.rows(scenes)
-    grids = stage_grids(model, data.scenes.features[rows], level, boxes=boxes, window=window, stages=stages)
-    if pixels:
-        px = data.scenes.pixels[rows].float() / 255  # (N, 3, S, S)
-        grid = F.pixel_unshuffle(px, g.patch_size)  # (N, 3, S, S) -> (N, 3·p², S/p, S/p): lossless, on SAM's grid
-        sam_window = grids["sam"].shape[-1] if "sam" in grids else max(1, round(TEXT_WINDOW_PX / g.patch_size))
-        grids = {"pixels": crop_windows(px, boxes, g.image_size, min(TEXT_WINDOW_PX, g.image_size)),  # (N, 3, 96, 96)
-                 "patch_grid": crop_windows(grid, boxes, g.image_size, sam_window), **grids}
+    grids = sign_windows(model, data, scenes, boxes, level, stages, ("pixels", "patch_grid") if pixels else ())
     return _probe_all(grids, y, epochs, heads)

@@ -14,11 +14,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .errors import InputError
-from .probe import STAGES, TEXT_WINDOW_PX, crop_windows, stage_grids
+from .probe import sign_windows
 from .reader import ReaderConfig, RegionReader
 
 
@@ -100,17 +99,7 @@ def probe_reading(model, data, stages: tuple[str, ...] = ("sam",), reference: bo
                   max_samples: int | None = None, level: int | None = None) -> list[ReadingResult]:
     """Read every fine-detail question's sign from a window of each stage in `stages` (at LOD
     `level`, default full resolution), after the lossless `patch_grid` reference when `reference`."""
-    g = model.geometry
-    level = len(g.levels) - 1 if level is None else level
     scenes, boxes, texts = reading_samples(data)
     scenes, boxes, texts = scenes[:max_samples], boxes[:max_samples], texts[:max_samples]
-    side = g.cells_per_side * g.level_side(level)
-    window = max(1, min(side, round(TEXT_WINDOW_PX * side / g.image_size)))
-    rows = data.scenes.rows(scenes)
-    grids = stage_grids(model, data.scenes.features[rows], level, boxes=boxes, window=window,
-                        stages=tuple(s for s in STAGES if s in stages))
-    if reference:
-        px = F.pixel_unshuffle(data.scenes.pixels[rows].float() / 255, g.patch_size)  # (N, 3·p², Hp, Wp), lossless
-        sam_window = max(1, round(TEXT_WINDOW_PX / g.patch_size))
-        grids = {"patch_grid": crop_windows(px, boxes, g.image_size, sam_window), **grids}
+    grids = sign_windows(model, data, scenes, boxes, level, stages, ("patch_grid",) if reference else ())
     return [reading_accuracy(x, texts, steps=steps, stage=name) for name, x in grids.items()]
