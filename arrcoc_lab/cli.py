@@ -192,7 +192,7 @@ def cmd_train(args) -> int:
     phase = get_phase(args.phase, **overrides)
     cfg = TrainConfig(data=args.data, n_scenes=args.n_scenes, batch_size=args.batch_size, seed=args.seed,
                       device=args.device, mixed_precision=args.mixed_precision, cache_dir=args.cache_dir,
-                      log_every=args.log_every, ckpt_every=args.ckpt_every, sample_log_every=args.log_every,
+                      render_workers=args.render_workers, log_every=args.log_every, ckpt_every=args.ckpt_every, sample_log_every=args.log_every,
                       gradient_checkpointing=args.gradient_checkpointing, progress=not args.quiet)
     data = load_train_data(pipe.model, cfg)
     result = run_phase(pipe.model, data, phase, cfg, args.out, resume=not args.no_resume,
@@ -342,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--mixed-precision", dest="mixed_precision", default="no", choices=["no", "bf16", "fp16"])
     t.add_argument("--gradient-checkpointing", dest="gradient_checkpointing", action="store_true")
     t.add_argument("--cache-dir", dest="cache_dir", default="cache")
+    t.add_argument("--render-workers", dest="render_workers", type=int, default=None,
+                   help="processes rendering scenes while the feature cache is built (default: cores - 1, at most 8)")
     t.add_argument("--log-every", dest="log_every", type=int, default=25)
     t.add_argument("--ckpt-every", dest="ckpt_every", type=int, default=100)
     t.add_argument("--no-resume", dest="no_resume", action="store_true")

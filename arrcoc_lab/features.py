@@ -1,17 +1,23 @@
 """Frozen-stage cache: SAM features (and the model-size pixels the analyzer's entropy reads) are
 computed once per image and stored, not recomputed each epoch. A cache file is keyed by the
 dataset spec and a fingerprint of the SAM weights, so a changed encoder never reuses stale features.
-Files live under `cache/` (git-ignored) and are written atomically."""
+Each file also carries its scenes' questions, answers and boxes (safetensors metadata), so the one
+pass that renders a scene fills both, and training never renders a cached scene again. Scenes are
+rendered by `workers` processes while SAM encodes in this one (rendering, ~23 ms a scene on one
+core, would otherwise bound a GPU run at tens of thousands of scenes). Files live under `cache/`
+(git-ignored) and are written atomically."""
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -26,6 +32,8 @@ class SceneTensors:
     features: torch.Tensor  # (N, C, Hp, Wp) float16 SAM features, one row per scene
     pixels: torch.Tensor  # (N, 3, S, S) uint8 model-size pixels
     scene_ids: list[int]  # scene index of each row
+    fields: dict[str, list] | None = None  # SAMPLE_FIELDS of every sample in order, when every file held them
+    image_hw: tuple[int, int] | None = None  # size of the dataset's images (boxes are in their pixels)
 
     def rows(self, scene_indices) -> torch.Tensor:
         lookup = {s: i for i, s in enumerate(self.scene_ids)}
@@ -41,17 +49,29 @@ def sam_fingerprint(sam: torch.nn.Module) -> str:
 
 
 CHUNK = 500  # scenes per cache file: a larger training set reuses the chunks it already has
+SAMPLE_FIELDS = ("question", "answer", "target_box", "difficulty", "scene_index")
+
+
+def default_workers() -> int:
+    """Rendering processes when none are asked for: this process's share of the cores (launchers
+    set LOCAL_WORLD_SIZE) but the one that encodes, at most 8."""
+    share = (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, min(8, share - 1))
 
 
 @torch.no_grad()
 def encode_scenes(model, dataset, cache_dir: str | Path = "cache", batch_size: int = 16,
-                  progress: bool = True) -> SceneTensors:
+                  progress: bool = True, workers: int | None = None) -> SceneTensors:
     """SAM features for every scene of `dataset` (a SceneBench/DocSynth-like object with
-    `num_scenes` and `scene(i)`), read from cache chunks of CHUNK scenes where present."""
+    `num_scenes` and `scene(i)`), read from cache chunks of CHUNK scenes where present, else
+    rendered by `workers` processes (None: default_workers(); 0: in this process) and encoded here."""
     g = model.geometry
     name = f"{getattr(dataset, 'NAME', 'data')}-{getattr(dataset, 'split', 'x')}-{g.image_size}-{sam_fingerprint(model.sam)}"
     n = dataset.num_scenes
-    feats, pix = [], []
+    workers = default_workers() if workers is None else workers
+    if workers < 0:
+        raise ValueError(f"workers must be ≥ 0, got {workers}")
+    feats, pix, rows, image_hw = [], [], [], None
     bar = tqdm(total=n, desc=f"SAM features {name}", disable=not progress)
     for lo in range(0, n, CHUNK):
         hi = min(lo + CHUNK, n)
@@ -61,36 +81,85 @@ def encode_scenes(model, dataset, cache_dir: str | Path = "cache", batch_size: i
         if hit is not None:
             blob = load_file(str(hit))
             f, p = blob["features"][: hi - lo], blob["pixels"][: hi - lo]
+            r, hw = _read_fields(hit, hi - lo)
         else:
-            f, p = _encode_range(model, dataset, lo, hi, batch_size, bar)
-            atomic_write(part, lambda tmp: save_file({"features": f.contiguous(), "pixels": p.contiguous()}, tmp))
+            f, p, r, hw = _encode_range(model, dataset, lo, hi, batch_size, workers, bar)
+            meta = {"scene_fields": json.dumps(r, default=_plain), "image_hw": json.dumps(hw)}
+            atomic_write(part, lambda tmp: save_file({"features": f.contiguous(), "pixels": p.contiguous()}, tmp, meta))
             log.info("cached SAM features of scenes %d..%d at %s", lo, hi, part)
         feats.append(f)
         pix.append(p)
+        rows = None if rows is None or r is None else rows + r
+        image_hw = hw or image_hw
         bar.n = hi
         bar.refresh()
     bar.close()
-    return SceneTensors(torch.cat(feats), torch.cat(pix), list(range(n)))
+    return SceneTensors(torch.cat(feats), torch.cat(pix), list(range(n)), _fields(rows, len(dataset)), image_hw)
 
 
-def _encode_range(model, dataset, lo: int, hi: int, batch_size: int, bar):
+def _read_fields(path: Path, n: int) -> tuple[list | None, tuple[int, int] | None]:
+    """Per-scene sample fields stored with a chunk (None for chunks written before they were)."""
+    with safe_open(str(path), "pt") as fh:
+        meta = fh.metadata() or {}
+    if "scene_fields" not in meta:
+        return None, None
+    return json.loads(meta["scene_fields"])[:n], tuple(json.loads(meta["image_hw"]))
+
+
+def _fields(rows: list | None, n_samples: int) -> dict[str, list] | None:
+    """Per-scene lists of per-sample [field values] → {field: values of every sample}."""
+    if rows is None:
+        return None
+    flat = [sample for scene in rows for sample in scene][:n_samples]
+    fields = {k: [s[i] for s in flat] for i, k in enumerate(SAMPLE_FIELDS)}
+    fields["target_box"] = [None if b is None else tuple(b) for b in fields["target_box"]]
+    return fields
+
+
+class _Rendered(torch.utils.data.Dataset):
+    """Scenes lo..hi of a synthetic set, rendered (in a worker process) to model-size uint8 pixels
+    and the text fields of their samples."""
+
+    def __init__(self, dataset, lo: int, hi: int, size: int):
+        self.dataset, self.lo, self.hi, self.size = dataset, lo, hi, size
+
+    def __len__(self):
+        return self.hi - self.lo
+
+    def __getitem__(self, k: int):
+        scene = self.dataset.scene(self.lo + k)
+        pixels = to_model_input(scene.image, self.size)[0].to(torch.uint8)  # (3, S, S), integer-valued already
+        return pixels, [[getattr(s, f) for f in SAMPLE_FIELDS] for s in scene.samples], tuple(scene.image.shape[:2])
+
+
+def _collate(batch):  # [(pixels, fields, hw)] -> ((B, 3, S, S), [fields], hw)
+    return torch.stack([x[0] for x in batch]), [x[1] for x in batch], batch[0][2]
+
+
+def _one_thread(_):  # rendering workers must not fight the encoder for cores
+    torch.set_num_threads(1)
+
+
+def _encode_range(model, dataset, lo: int, hi: int, batch_size: int, workers: int, bar):
     g = model.geometry
     device = next(model.sam.parameters()).device
-    feats, pix = [], []
-    for start in range(lo, hi, batch_size):
-        chunk = range(start, min(start + batch_size, hi))
-        pixels = torch.cat([to_model_input(dataset.scene(i).image, g.image_size) for i in chunk]).to(device)
-        feats.append(model.encode_image(pixels).half().cpu())
-        pix.append(pixels.round().clamp(0, 255).to(torch.uint8).cpu())
-        bar.update(len(chunk))
-    return torch.cat(feats), torch.cat(pix)
-
-
-SAMPLE_FIELDS = ("question", "answer", "target_box", "difficulty", "scene_index")
+    loader = torch.utils.data.DataLoader(
+        _Rendered(dataset, lo, hi, g.image_size), batch_size=batch_size, num_workers=workers,
+        collate_fn=_collate,
+        worker_init_fn=_one_thread if workers else None, prefetch_factor=4 if workers else None)
+    feats, pix, rows, hw = [], [], [], None
+    for pixels, fields, hw in loader:  # pixels (B, 3, S, S) uint8
+        feats.append(model.encode_image(pixels.to(device).float()).half().cpu())
+        pix.append(pixels)
+        rows += fields
+        bar.update(len(pixels))
+    return torch.cat(feats), torch.cat(pix), rows, hw
 
 
 def sample_fields(dataset, cache_dir: str | Path = "cache", progress: bool = True) -> tuple[dict[str, list], tuple[int, int]]:
-    """The text fields (SAMPLE_FIELDS) of every sample, and the image size. A synthetic set renders
+    """The text fields (SAMPLE_FIELDS) of every sample, and the image size, for sets whose feature
+    chunks do not carry them (chunks written before they did, or a set used without features).
+    A synthetic set renders
     each scene to know its questions and boxes (~23 ms a scene), more than training costs at tens
     of thousands of scenes, so its fields are stored in `cache_dir` once, keyed by the set, its size
     and a fingerprint of its first scene (a changed generator never reuses them). Images are never

@@ -51,6 +51,7 @@ class TrainConfig:
     ckpt_every: int = 100  # checkpoint every N steps
     sample_log_every: int = 50  # allocation decisions logged every N steps
     cache_dir: str = "cache"  # frozen-feature cache (git-ignored)
+    render_workers: int | None = None  # processes rendering scenes when the cache is built (None: cores - 1, ≤ 8)
     progress: bool = True
 
 
@@ -75,8 +76,10 @@ def load_train_data(model, cfg: TrainConfig) -> TrainData:
     name = cfg.data.split(":", 1)[0]
     per_scene = SYNTHETIC[name].QUESTIONS_PER_SCENE if name in SYNTHETIC else 1
     ds = load_dataset(cfg.data, n=cfg.n_scenes * per_scene, image_size=g.image_size, patch_size=g.patch_size)
-    scenes = encode_scenes(model, ds, cfg.cache_dir, progress=cfg.progress)
-    fields, image_hw = sample_fields(ds, cfg.cache_dir, progress=cfg.progress)
+    scenes = encode_scenes(model, ds, cfg.cache_dir, progress=cfg.progress, workers=cfg.render_workers)
+    fields, image_hw = scenes.fields, scenes.image_hw
+    if fields is None:  # some chunk predates fields in the cache files: read or render them apart
+        fields, image_hw = sample_fields(ds, cfg.cache_dir, progress=cfg.progress)
     return TrainData(scenes, fields["question"], fields["answer"], fields["target_box"], fields["difficulty"],
                      fields["scene_index"], image_hw)
 

@@ -211,3 +211,41 @@ def test_sample_fields_render_once_then_come_from_the_cache(tmp_path):
     assert (again, hw2) == (fields, hw) and rendered == [0]  # only the first scene, for the fingerprint
     sample_fields(load_dataset("scenebench:train", n=6), tmp_path, progress=False)
     assert len(list(tmp_path.glob("*.fields.json"))) == 2  # another size, another file
+
+
+def test_one_render_fills_features_and_fields_in_parallel_and_in_process(lab_data, tmp_path):
+    """Workers render, this process encodes: the cache (features, pixels, questions, boxes) is the
+    same with 0 or 2 rendering processes, matches the dataset, and a later load renders nothing."""
+    from arrcoc_lab.data import load_dataset
+    from arrcoc_lab.features import SAMPLE_FIELDS, encode_scenes
+
+    model = lab_data[0].model
+    built = {}
+    for workers in (0, 2):
+        ds = load_dataset("scenebench:train", n=18)  # three scenes of six questions
+        built[workers] = encode_scenes(model, ds, tmp_path / f"w{workers}", batch_size=2, progress=False,
+                                       workers=workers)
+    a, b = built[0], built[2]
+    assert torch.equal(a.features, b.features) and torch.equal(a.pixels, b.pixels)
+    assert a.fields == b.fields and a.image_hw == b.image_hw == (256, 256)
+    for j in (0, 7, 17):
+        assert [a.fields[k][j] for k in SAMPLE_FIELDS] == [getattr(ds[j], k) for k in SAMPLE_FIELDS]
+    rendered, scene = [], ds.scene
+    ds.scene = lambda i: rendered.append(i) or scene(i)
+    again = encode_scenes(model, ds, tmp_path / "w2", progress=False, workers=0)
+    assert rendered == [] and again.fields == a.fields and torch.equal(again.features, a.features)
+    with pytest.raises(ValueError, match="workers"):
+        encode_scenes(model, load_dataset("scenebench:train", n=6), tmp_path / "new", progress=False, workers=-1)
+
+
+def test_train_data_from_chunks_without_fields_falls_back_to_rendering_them(lab_data, tmp_path):
+    """Cache files written before they carried questions still load: the fields are rendered apart."""
+    from safetensors.torch import save_file
+
+    pipe, data, cfg = lab_data
+    src = Path(cfg.cache_dir)
+    for f in src.glob("scenebench-train-*.safetensors"):  # the same chunks, stripped of their metadata
+        save_file(load_file(str(f)), str(tmp_path / f.name))
+    old = load_train_data(pipe.model, TrainConfig(n_scenes=6, cache_dir=str(tmp_path), progress=False))
+    assert old.questions == data.questions and old.boxes == data.boxes and old.image_hw == data.image_hw
+    assert list(tmp_path.glob("*.fields.json"))  # rendered apart, and kept
