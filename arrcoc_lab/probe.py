@@ -186,7 +186,8 @@ def sign_windows(model, data, scenes: list[int], boxes: list, level: int | None 
     side = g.cells_per_side * g.level_side(level)
     window = max(1, min(side, round(TEXT_WINDOW_PX * side / g.image_size)))
     rows = data.scenes.rows(scenes)
-    grids = stage_grids(model, data.scenes.features[rows], level, boxes=boxes, window=window, stages=stages)
+    grids = stage_grids(model, data.scenes.features[rows], level, boxes=boxes, window=window,
+                        stages=stages) if stages else {}  # references alone need no stage
     out = {}
     if references:
         px = data.scenes.pixels[rows].float() / 255  # (N, 3, S, S)

@@ -11,13 +11,13 @@ examples rather than the features short of text. A diagnostic, not part of the m
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .errors import InputError
-from .probe import sign_windows
+from .probe import STAGES, sign_windows
 from .reader import ReaderConfig, RegionReader
 
 
@@ -30,6 +30,8 @@ class ReadingResult:
     n_train: int  # signs the reader was trained on
     n_heldout: int
     grid: tuple[int, int, int]  # (channels, height, width) of the window the reader saw
+    steps: int = 0  # reader training steps
+    curve: list = field(default_factory=list)  # [(step, held-out exact)] every eval_every steps, when asked
 
 
 def reading_samples(data) -> tuple[list[int], list, list[str]]:
@@ -54,13 +56,16 @@ class _Reader(nn.Module):
 
 
 def reading_accuracy(x: torch.Tensor, texts: list[str], train_frac: float = 0.85, steps: int = 1500,
-                     batch: int = 64, lr: float = 1e-3, seed: int = 0, stage: str = "") -> ReadingResult:
-    """Train a reader on the first `train_frac` of windows x (N, C, w, w) → texts; score the rest."""
-    n_tr = int(train_frac * len(texts))
+                     batch: int = 64, lr: float = 1e-3, seed: int = 0, stage: str = "",
+                     n_train: int | None = None, eval_every: int = 0) -> ReadingResult:
+    """Train a reader on the first `n_train` (default: `train_frac` of them) windows x (N, C, w, w)
+    → texts and score the rest; with `eval_every`, also score the held-out signs every that many
+    steps (the learning curve)."""
+    n_tr = int(train_frac * len(texts)) if n_train is None else n_train
     if n_tr < 1 or n_tr >= len(texts):
-        raise InputError(f"need signs on both sides of the split, got {len(texts)} at train_frac {train_frac}")
-    if steps < 1:
-        raise InputError(f"steps must be ≥ 1, got {steps}")
+        raise InputError(f"need signs on both sides of the split, got {n_tr} of {len(texts)} for training")
+    if steps < 1 or eval_every < 0:
+        raise InputError(f"steps must be ≥ 1 and eval_every ≥ 0, got {steps} and {eval_every}")
     mu, sd = x[:n_tr].mean((0, 2, 3), keepdim=True), x[:n_tr].std((0, 2, 3), keepdim=True) + 1e-6
     x = (x - mu) / sd  # per-channel standardisation, as the class probes do
     gen = torch.Generator().manual_seed(seed)
@@ -71,28 +76,51 @@ def reading_accuracy(x: torch.Tensor, texts: list[str], train_frac: float = 0.85
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps)))
     everywhere = torch.ones(batch, x.shape[2] * x.shape[3], dtype=torch.bool)
-    for _ in range(steps):
+    curve = []
+    for step in range(1, steps + 1):
         j = torch.randint(0, n_tr, (batch,), generator=gen)
         out = net.reader(net.tokens(x[j]), everywhere, [texts[k] for k in j.tolist()])
         opt.zero_grad()
         out.loss.mean().backward()
         opt.step()
         sched.step()
+        if eval_every and (step % eval_every == 0 or step == steps):
+            curve.append((step, _read(net, x, texts, n_tr, len(texts))[0]))
+    held, held_bytes = _read(net, x, texts, n_tr, len(texts))
+    train, _ = _read(net, x, texts, 0, min(n_tr, 1000))
+    return ReadingResult(stage, held, train, held_bytes, n_tr, len(texts) - n_tr, tuple(x.shape[1:]), steps, curve)
 
-    def exact(lo: int, hi: int) -> tuple[float, float]:
-        right, byte_acc = 0, []
-        for a in range(lo, hi, 256):
-            b = min(a + 256, hi)
-            tok, region = net.tokens(x[a:b]), torch.ones(b - a, x.shape[2] * x.shape[3], dtype=torch.bool)
-            right += sum(p == t for p, t in zip(net.reader.decode(tok, region), texts[a:b]))
-            byte_acc.append(float(net.reader(tok, region, texts[a:b]).byte_accuracy) * (b - a))
-        return right / (hi - lo), sum(byte_acc) / (hi - lo)
 
+@torch.no_grad()
+def _read(net: _Reader, x: torch.Tensor, texts: list[str], lo: int, hi: int) -> tuple[float, float]:
+    """(share of signs lo..hi read exactly, share of their bytes right) by greedy decoding."""
+    was = net.training
     net.eval()
-    with torch.no_grad():
-        held, held_bytes = exact(n_tr, len(texts))
-        train, _ = exact(0, min(n_tr, 1000))
-    return ReadingResult(stage, held, train, held_bytes, n_tr, len(texts) - n_tr, tuple(x.shape[1:]))
+    right, byte_acc = 0, []
+    for a in range(lo, hi, 256):
+        b = min(a + 256, hi)
+        tok, region = net.tokens(x[a:b]), torch.ones(b - a, x.shape[2] * x.shape[3], dtype=torch.bool)
+        right += sum(p == t for p, t in zip(net.reader.decode(tok, region), texts[a:b]))
+        byte_acc.append(float(net.reader(tok, region, texts[a:b]).byte_accuracy) * (b - a))
+    net.train(was)
+    return right / (hi - lo), sum(byte_acc) / (hi - lo)
+
+
+def reading_scaling(model, data, counts: list[int], heldout: int = 1800, steps: int = 6000, eval_every: int = 0,
+                    stage: str = "sam", level: int | None = None) -> list[ReadingResult]:
+    """Held-out reading against the number of distinct training signs: one fresh reader per count
+    n in `counts`, trained on the first n signs, every one scored on the same last `heldout` signs.
+    `stage` is a pipeline stage or the lossless "patch_grid" reference."""
+    scenes, boxes, texts = reading_samples(data)
+    if not counts or min(counts) < 1 or max(counts) + heldout > len(texts):
+        raise InputError(f"counts {counts} + {heldout} held out need more signs than the data's {len(texts)}")
+    if stage not in STAGES and stage != "patch_grid":
+        raise InputError(f"unknown stage {stage!r}; known: {list(STAGES) + ['patch_grid']}")
+    x = sign_windows(model, data, scenes, boxes, level, (stage,) if stage in STAGES else (),
+                     () if stage in STAGES else ("patch_grid",))[stage]
+    test = slice(len(texts) - heldout, None)
+    return [reading_accuracy(torch.cat([x[:n], x[test]]), texts[:n] + texts[test], steps=steps, stage=stage,
+                             n_train=n, eval_every=eval_every) for n in counts]
 
 
 def probe_reading(model, data, stages: tuple[str, ...] = ("sam",), reference: bool = True, steps: int = 1500,

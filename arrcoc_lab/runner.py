@@ -24,6 +24,7 @@ NOTEBOOK_FILES = {  # run-phase name → notebook (notebooks/build_notebooks.py 
     "phase3": "14_phase3_end_to_end.ipynb",
     "evaluation": "20_lab_evaluation.ipynb",
     "probe": "21_stage_probe.ipynb",
+    "reading": "22_reading_scaling.ipynb",  # notebooks/build_reading.py
     "benchmark": "40_benchmark.ipynb",
 }
 

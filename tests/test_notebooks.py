@@ -85,6 +85,8 @@ NOTEBOOKS = {
     "20_lab_evaluation": ({"n_scenes": 2, "cache_dir": "{cache}", "train_reports": "{tmp}/none"}, check_evaluation),
     "21_stage_probe": ({"n_scenes": 12, "epochs": 1, "cache_dir": "{cache}", "scaling_samples": [4, 8],
                         "reading_steps": 2}, lambda nb, out, ex: check_probe(out)),
+    "22_reading_scaling": ({"n_scenes": 12, "counts": [4, 8], "heldout": 6, "steps": 2, "eval_every": 1,
+                            "stages": ["sam", "patch_grid"], "cache_dir": "{cache}"}, lambda nb, out, ex: check_reading(out)),
     "40_benchmark": ({"n_scenes": 1, "data": ["scenebench:test"], "budgets": [64, 256], "policies": ["arrcoc", "uniform", "full", "visionzip"],
                       "paper_flops": False, "max_new_tokens": 1, "cache_dir": "{cache}",
                       # the shipped weights stand in for uniform's own downstream (same architecture)
@@ -103,6 +105,14 @@ def check_probe(out_dir: Path) -> None:
     assert {k: list(v) for k, v in report["text_scaling"].items()} == {s: ["4", "8"] for s in ("pixels", "patch_grid", "sam")}
     assert [r["stage"] for r in report["reading_results"]] == ["patch_grid", "sam", "sam_half"]
     assert (out_dir / "reading_probe.png").is_file()
+
+
+def check_reading(out_dir: Path) -> None:
+    report = json.loads((out_dir / "metrics.json").read_text())
+    assert [(r["stage"], r["n_train"], r["n_heldout"]) for r in report["results"]] == [
+        (s, n, 6) for s in ("sam", "patch_grid") for n in (4, 8)]
+    assert all([c[0] for c in r["curve"]] == [1, 2] for r in report["results"])
+    assert (out_dir / "reading_scaling.png").is_file() and (out_dir / "config.json").is_file()
 
 
 def check_benchmark(out_dir: Path) -> None:

@@ -8,7 +8,7 @@ import torch
 from arrcoc_lab.errors import InputError
 from arrcoc_lab.features import SceneTensors
 from arrcoc_lab.reader import END, RegionReader
-from arrcoc_lab.reading_probe import probe_reading, reading_accuracy, reading_samples
+from arrcoc_lab.reading_probe import probe_reading, reading_accuracy, reading_samples, reading_scaling
 
 WORDS = ["ab", "cd", "ef", "gh"]
 
@@ -27,6 +27,7 @@ def test_reader_reads_what_the_window_shows_and_not_what_it_hides():
     x, texts = _windows(400, informative=True)
     good = reading_accuracy(x, texts, steps=150, batch=32, lr=3e-3, stage="informative")
     assert good.heldout_exact > 0.9 and good.n_train == 340 and good.n_heldout == 60 and good.grid == (4, 3, 3)
+    assert good.steps == 150 and good.curve == []
     x, texts = _windows(400, informative=False)
     blind = reading_accuracy(x, texts, steps=150, batch=32, lr=3e-3)
     assert blind.heldout_exact < 0.5  # 4 equally likely words: ~0.25 by guessing
@@ -68,3 +69,36 @@ def test_probe_reading_puts_the_lossless_reference_first(lab_pipe):
     assert all(0 <= r.heldout_exact <= 1 and r.n_train + r.n_heldout == n for r in results)
     with pytest.raises(InputError, match="steps"):
         reading_accuracy(torch.zeros(4, 2, 2, 2), ["a"] * 4, steps=0)
+
+
+def test_learning_curve_ends_at_the_final_score():
+    x, texts = _windows(200, informative=True)
+    r = reading_accuracy(x, texts, steps=60, batch=32, lr=3e-3, n_train=150, eval_every=25)
+    assert [s for s, _ in r.curve] == [25, 50, 60] and r.curve[-1][1] == r.heldout_exact
+    assert r.n_train == 150 and r.n_heldout == 50
+    with pytest.raises(InputError, match="eval_every"):
+        reading_accuracy(x, texts, steps=5, eval_every=-1)
+    with pytest.raises(InputError, match="both sides"):
+        reading_accuracy(x, texts, steps=5, n_train=200)
+
+
+def _sign_data(pipe, n: int):
+    g = pipe.geometry
+    P = g.patches_per_side
+    scenes = SceneTensors(torch.randn(n, pipe.model.compressor.cfg.in_dim, P, P).half(),
+                          torch.randint(0, 256, (n, 3, g.image_size, g.image_size), dtype=torch.uint8), list(range(n)))
+    return SimpleNamespace(difficulty=["detail"] * n, boxes=[(8 * i, 40, 8 * i + 40, 60) for i in range(n)],
+                           scene_index=list(range(n)), answers=[str(i % 7) for i in range(n)], scenes=scenes)
+
+
+def test_reading_scaling_scores_every_count_on_the_same_heldout_signs(lab_pipe):
+    data = _sign_data(lab_pipe, 20)
+    results = reading_scaling(lab_pipe.model, data, counts=[4, 12], heldout=6, steps=2, eval_every=1)
+    assert [(r.n_train, r.n_heldout, r.stage, r.steps) for r in results] == [(4, 6, "sam", 2), (12, 6, "sam", 2)]
+    assert all(len(r.curve) == 2 for r in results)
+    grid = reading_scaling(lab_pipe.model, data, counts=[4], heldout=6, steps=1, stage="patch_grid")
+    assert grid[0].grid[0] == 3 * lab_pipe.geometry.patch_size ** 2
+    with pytest.raises(InputError, match="more signs"):
+        reading_scaling(lab_pipe.model, data, counts=[15], heldout=6, steps=1)
+    with pytest.raises(InputError, match="unknown stage"):
+        reading_scaling(lab_pipe.model, data, counts=[4], heldout=6, steps=1, stage="pixels")
