@@ -50,8 +50,13 @@ def run_phase_notebook(name: str, params: dict, kernel: str | None = None, progr
         raise InputError(f"unknown phase notebook {name!r}; known: {sorted(books)}")
     nb = books[name]
     preset = params.get("preset", "lab")
+    known = pm.inspect_notebook(str(nb))  # the notebook's `parameters` cell
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise InputError(f"{name}: unknown parameter(s) {unknown}; the notebook takes {sorted(known)}")
     out_dir = Path(params.setdefault("output_dir", f"reports/{preset}/{name}"))
-    params.setdefault("run_dir", f"runs/{preset}/{name}")
+    if "run_dir" in known:
+        params.setdefault("run_dir", f"runs/{preset}/{name}")
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / nb.name
     try:

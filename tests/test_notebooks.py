@@ -159,3 +159,20 @@ def test_notebook_runs(name, tmp_path, venv_kernel, shared_cache):
     assert not nb.metadata["papermill"]["exception"]
     assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     check(nb, out_dir, executed)
+
+
+def test_run_phase_names_the_failing_cell_and_refuses_unknown_parameters(tmp_path, venv_kernel, shared_cache, capsys):
+    """`arrcoc-lab run-phase`: a failing cell exits non-zero and says which cell failed and why, with
+    the executed notebook kept; a misspelt parameter is refused before anything runs."""
+    from arrcoc_lab.cli import main
+
+    out = tmp_path / "out"
+    common = ["run-phase", "reading", "--kernel", venv_kernel, "-p", "n_scenes", "2", "-p", "cache_dir",
+              str(shared_cache), "-p", "output_dir", str(out)]
+    assert main(common + ["-p", "counts", "[100000]"]) == 1
+    err = capsys.readouterr().err
+    assert "phase reading: cell" in err and "InputError" in err and "need more signs" in err
+    assert (out / "22_reading_scaling.ipynb").is_file()  # the executed notebook, traceback included
+    assert main(common + ["-p", "stpes", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown parameter(s) ['stpes']" in err and "'steps'" in err
