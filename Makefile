@@ -18,8 +18,10 @@ LAB_STEPS ?= 100
 LAB_DEVICE ?= cpu
 # SceneBench train scenes for every phase (6 questions each; SAM features are cached once per scene)
 LAB_N_SCENES ?= 3000
+# phase 0's global batch (half of it fine-detail questions, the signs its region reader learns from)
+LAB_BATCH_PHASE0 ?= 32
 train-lab: $(STAMP)
-	$(PY) -m arrcoc_lab.cli run-phase phase0 -p n_scenes $(LAB_N_SCENES) -p steps $(LAB_STEPS_PHASE0) -p device $(LAB_DEVICE)
+	$(PY) -m arrcoc_lab.cli run-phase phase0 -p n_scenes $(LAB_N_SCENES) -p steps $(LAB_STEPS_PHASE0) -p device $(LAB_DEVICE) -p batch_size $(LAB_BATCH_PHASE0)
 	$(PY) -m arrcoc_lab.cli run-phase phase1a -p n_scenes $(LAB_N_SCENES) -p steps $(LAB_STEPS_PHASE1A) -p device $(LAB_DEVICE) -p init_from runs/lab/phase0/model.safetensors
 	$(PY) -m arrcoc_lab.cli run-phase phase1 -p n_scenes $(LAB_N_SCENES) -p steps $(LAB_STEPS) -p device $(LAB_DEVICE) -p init_from runs/lab/phase1a/model.safetensors
 	$(PY) -m arrcoc_lab.cli run-phase phase2 -p n_scenes $(LAB_N_SCENES) -p steps $(LAB_STEPS) -p device $(LAB_DEVICE) -p init_from runs/lab/phase1/model.safetensors
