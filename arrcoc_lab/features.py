@@ -2,7 +2,8 @@
 computed once per image and stored, not recomputed each epoch. A cache file is keyed by the
 dataset spec and a fingerprint of the SAM weights, so a changed encoder never reuses stale features.
 Each file also carries its scenes' questions, answers and boxes (safetensors metadata), so the one
-pass that renders a scene fills both, and training never renders a cached scene again. Scenes are
+pass that renders a scene fills both, and training never renders a cached scene again (a file
+written before files carried them gets them added, once). Scenes are
 rendered by `workers` processes while SAM encodes in this one (rendering, ~23 ms a scene on one
 core, would otherwise bound a GPU run at tens of thousands of scenes). Files live under `cache/`
 (git-ignored) and are written atomically."""
@@ -21,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_write, atomic_write_text
+from .checkpoint import atomic_write
 from .inputs import to_model_input
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ class SceneTensors:
     features: torch.Tensor  # (N, C, Hp, Wp) float16 SAM features, one row per scene
     pixels: torch.Tensor  # (N, 3, S, S) uint8 model-size pixels
     scene_ids: list[int]  # scene index of each row
-    fields: dict[str, list] | None = None  # SAMPLE_FIELDS of every sample in order, when every file held them
+    fields: dict[str, list] | None = None  # SAMPLE_FIELDS of every sample, in order
     image_hw: tuple[int, int] | None = None  # size of the dataset's images (boxes are in their pixels)
 
     def rows(self, scene_indices) -> torch.Tensor:
@@ -82,19 +83,27 @@ def encode_scenes(model, dataset, cache_dir: str | Path = "cache", batch_size: i
             blob = load_file(str(hit))
             f, p = blob["features"][: hi - lo], blob["pixels"][: hi - lo]
             r, hw = _read_fields(hit, hi - lo)
+            if r is None:  # a chunk from before chunks carried their questions: render them once, add them
+                r, hw = _render_fields(dataset, lo, lo + len(blob["features"]), batch_size, workers)
+                atomic_write(hit, lambda tmp: save_file(blob, tmp, _meta(r, hw)))
+                r = r[: hi - lo]
         else:
             f, p, r, hw = _encode_range(model, dataset, lo, hi, batch_size, workers, bar)
-            meta = {"scene_fields": json.dumps(r, default=_plain), "image_hw": json.dumps(hw)}
-            atomic_write(part, lambda tmp: save_file({"features": f.contiguous(), "pixels": p.contiguous()}, tmp, meta))
+            atomic_write(part, lambda tmp: save_file({"features": f.contiguous(), "pixels": p.contiguous()}, tmp,
+                                                     _meta(r, hw)))
             log.info("cached SAM features of scenes %d..%d at %s", lo, hi, part)
         feats.append(f)
         pix.append(p)
-        rows = None if rows is None or r is None else rows + r
-        image_hw = hw or image_hw
+        rows += r
+        image_hw = hw
         bar.n = hi
         bar.refresh()
     bar.close()
     return SceneTensors(torch.cat(feats), torch.cat(pix), list(range(n)), _fields(rows, len(dataset)), image_hw)
+
+
+def _meta(rows: list, image_hw) -> dict[str, str]:
+    return {"scene_fields": json.dumps(rows, default=_plain), "image_hw": json.dumps(image_hw)}
 
 
 def _read_fields(path: Path, n: int) -> tuple[list | None, tuple[int, int] | None]:
@@ -106,10 +115,8 @@ def _read_fields(path: Path, n: int) -> tuple[list | None, tuple[int, int] | Non
     return json.loads(meta["scene_fields"])[:n], tuple(json.loads(meta["image_hw"]))
 
 
-def _fields(rows: list | None, n_samples: int) -> dict[str, list] | None:
+def _fields(rows: list, n_samples: int) -> dict[str, list]:
     """Per-scene lists of per-sample [field values] → {field: values of every sample}."""
-    if rows is None:
-        return None
     flat = [sample for scene in rows for sample in scene][:n_samples]
     fields = {k: [s[i] for s in flat] for i, k in enumerate(SAMPLE_FIELDS)}
     fields["target_box"] = [None if b is None else tuple(b) for b in fields["target_box"]]
@@ -140,13 +147,16 @@ def _one_thread(_):  # rendering workers must not fight the encoder for cores
     torch.set_num_threads(1)
 
 
+def _loader(dataset, lo: int, hi: int, size: int, batch_size: int, workers: int):
+    return torch.utils.data.DataLoader(_Rendered(dataset, lo, hi, size), batch_size=batch_size, num_workers=workers,
+                                       collate_fn=_collate, worker_init_fn=_one_thread if workers else None,
+                                       prefetch_factor=4 if workers else None)
+
+
 def _encode_range(model, dataset, lo: int, hi: int, batch_size: int, workers: int, bar):
     g = model.geometry
     device = next(model.sam.parameters()).device
-    loader = torch.utils.data.DataLoader(
-        _Rendered(dataset, lo, hi, g.image_size), batch_size=batch_size, num_workers=workers,
-        collate_fn=_collate,
-        worker_init_fn=_one_thread if workers else None, prefetch_factor=4 if workers else None)
+    loader = _loader(dataset, lo, hi, g.image_size, batch_size, workers)
     feats, pix, rows, hw = [], [], [], None
     for pixels, fields, hw in loader:  # pixels (B, 3, S, S) uint8
         feats.append(model.encode_image(pixels.to(device).float()).half().cpu())
@@ -156,38 +166,13 @@ def _encode_range(model, dataset, lo: int, hi: int, batch_size: int, workers: in
     return torch.cat(feats), torch.cat(pix), rows, hw
 
 
-def sample_fields(dataset, cache_dir: str | Path = "cache", progress: bool = True) -> tuple[dict[str, list], tuple[int, int]]:
-    """The text fields (SAMPLE_FIELDS) of every sample, and the image size, for sets whose feature
-    chunks do not carry them (chunks written before they did, or a set used without features).
-    A synthetic set renders
-    each scene to know its questions and boxes (~23 ms a scene), more than training costs at tens
-    of thousands of scenes, so its fields are stored in `cache_dir` once, keyed by the set, its size
-    and a fingerprint of its first scene (a changed generator never reuses them). Images are never
-    kept: indexing the set would copy each sample's image."""
-    synthetic = hasattr(dataset, "scene")
-    path = None
-    if synthetic:
-        q, first = dataset.QUESTIONS_PER_SCENE, dataset.scene(0)
-        h = hashlib.sha1(json.dumps([[getattr(s, k) for k in SAMPLE_FIELDS] for s in first.samples], default=_plain).encode())
-        h.update(first.image.tobytes())
-        path = Path(cache_dir) / (f"{dataset.NAME}-{dataset.split}-{dataset.image_size}-p{dataset.patch_size}-"
-                                  f"{len(dataset)}-{h.hexdigest()[:12]}.fields.json")
-        if path.is_file():
-            blob = json.loads(path.read_text())
-            fields = blob["fields"]
-            fields["target_box"] = [None if b is None else tuple(b) for b in fields["target_box"]]
-            return fields, tuple(blob["image_hw"])
-    get = (lambda j: dataset.scene(j // q).samples[j % q]) if synthetic else dataset.__getitem__
-    fields: dict[str, list] = {k: [] for k in SAMPLE_FIELDS}
-    image_hw = (0, 0)
-    for j in tqdm(range(len(dataset)), desc="questions", disable=not progress):
-        sample = get(j)
-        for k, v in fields.items():
-            v.append(getattr(sample, k))
-        image_hw = tuple(sample.image.shape[:2])
-    if path is not None:
-        atomic_write_text(path, json.dumps({"fields": fields, "image_hw": image_hw}, default=_plain))
-    return fields, image_hw
+def _render_fields(dataset, lo: int, hi: int, batch_size: int, workers: int) -> tuple[list, tuple[int, int]]:
+    """Per-scene sample fields of scenes lo..hi (rendered; the pixels are dropped)."""
+    loader = _loader(dataset, lo, hi, dataset.image_size, batch_size, workers)
+    rows, hw = [], None
+    for _, fields, hw in tqdm(loader, desc=f"questions of scenes {lo}..{hi}", leave=False):
+        rows += fields
+    return rows, hw
 
 
 def _plain(x):  # numpy scalars in boxes → JSON numbers

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from .allocator import solve_knapsack
 from .checkpoint import atomic_write_text, load_weights, model_state, save_weights
 from .errors import NonFiniteLossError
-from .features import SceneTensors, encode_scenes, sample_fields, target_cells
+from .features import SceneTensors, encode_scenes, target_cells
 from .llm import IGNORE
 from .phases import PhaseConfig, get_phase
 from .reader import ReaderConfig, RegionReader, region_tokens
@@ -77,11 +77,9 @@ def load_train_data(model, cfg: TrainConfig) -> TrainData:
     per_scene = SYNTHETIC[name].QUESTIONS_PER_SCENE if name in SYNTHETIC else 1
     ds = load_dataset(cfg.data, n=cfg.n_scenes * per_scene, image_size=g.image_size, patch_size=g.patch_size)
     scenes = encode_scenes(model, ds, cfg.cache_dir, progress=cfg.progress, workers=cfg.render_workers)
-    fields, image_hw = scenes.fields, scenes.image_hw
-    if fields is None:  # some chunk predates fields in the cache files: read or render them apart
-        fields, image_hw = sample_fields(ds, cfg.cache_dir, progress=cfg.progress)
-    return TrainData(scenes, fields["question"], fields["answer"], fields["target_box"], fields["difficulty"],
-                     fields["scene_index"], image_hw)
+    f = scenes.fields
+    return TrainData(scenes, f["question"], f["answer"], f["target_box"], f["difficulty"], f["scene_index"],
+                     scenes.image_hw)
 
 
 class TrainStep(nn.Module):

@@ -195,24 +195,6 @@ def test_phase_config_rejects_out_of_range_sampling(field, value):
         get_phase("phase0", **{field: value})
 
 
-def test_sample_fields_render_once_then_come_from_the_cache(tmp_path):
-    from arrcoc_lab.data import load_dataset
-    from arrcoc_lab.features import SAMPLE_FIELDS, sample_fields
-
-    ds = load_dataset("scenebench:train", n=12)  # two scenes of six questions
-    fields, hw = sample_fields(ds, tmp_path, progress=False)
-    assert hw == (256, 256) and all(len(v) == 12 for v in fields.values())
-    for j in (0, 7, 11):
-        assert [fields[k][j] for k in SAMPLE_FIELDS] == [getattr(ds[j], k) for k in SAMPLE_FIELDS]
-    assert len(list(tmp_path.glob("*.fields.json"))) == 1
-    rendered, scene = [], ds.scene
-    ds.scene = lambda i: rendered.append(i) or scene(i)
-    again, hw2 = sample_fields(ds, tmp_path, progress=False)
-    assert (again, hw2) == (fields, hw) and rendered == [0]  # only the first scene, for the fingerprint
-    sample_fields(load_dataset("scenebench:train", n=6), tmp_path, progress=False)
-    assert len(list(tmp_path.glob("*.fields.json"))) == 2  # another size, another file
-
-
 def test_one_render_fills_features_and_fields_in_parallel_and_in_process(lab_data, tmp_path):
     """Workers render, this process encodes: the cache (features, pixels, questions, boxes) is the
     same with 0 or 2 rendering processes, matches the dataset, and a later load renders nothing."""
@@ -238,14 +220,26 @@ def test_one_render_fills_features_and_fields_in_parallel_and_in_process(lab_dat
         encode_scenes(model, load_dataset("scenebench:train", n=6), tmp_path / "new", progress=False, workers=-1)
 
 
-def test_train_data_from_chunks_without_fields_falls_back_to_rendering_them(lab_data, tmp_path):
-    """Cache files written before they carried questions still load: the fields are rendered apart."""
+def test_cache_chunks_written_without_fields_get_them_added_once(lab_data, tmp_path):
+    """Cache files written before they carried questions still load: their questions are rendered
+    once and added to the file; the next load renders nothing."""
+    from safetensors import safe_open
     from safetensors.torch import save_file
+    from arrcoc_lab.data import load_dataset
+    from arrcoc_lab.features import encode_scenes
 
     pipe, data, cfg = lab_data
-    src = Path(cfg.cache_dir)
-    for f in src.glob("scenebench-train-*.safetensors"):  # the same chunks, stripped of their metadata
+    chunks = list(Path(cfg.cache_dir).glob("scenebench-train-*.safetensors"))
+    for f in chunks:  # the same chunks, stripped of their metadata
         save_file(load_file(str(f)), str(tmp_path / f.name))
     old = load_train_data(pipe.model, TrainConfig(n_scenes=6, cache_dir=str(tmp_path), progress=False))
     assert old.questions == data.questions and old.boxes == data.boxes and old.image_hw == data.image_hw
-    assert list(tmp_path.glob("*.fields.json"))  # rendered apart, and kept
+    for f in chunks:
+        with safe_open(str(tmp_path / f.name), "pt") as fh:
+            assert "scene_fields" in fh.metadata()
+        assert torch.equal(load_file(str(tmp_path / f.name))["features"], load_file(str(f))["features"])
+    ds = load_dataset("scenebench:train", n=36)
+    rendered, scene = [], ds.scene
+    ds.scene = lambda i: rendered.append(i) or scene(i)
+    again = encode_scenes(pipe.model, ds, tmp_path, progress=False, workers=0)
+    assert rendered == [] and again.fields["question"] == data.questions
