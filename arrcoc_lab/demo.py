@@ -285,15 +285,45 @@ def _warn(message: str) -> None:
     gr.Warning(message)
 
 
+PNG_MAX_AGE_S = 3600  # image files handed to gradio are removed after this long
+
+
+def _png_file(rgb: np.ndarray) -> str:
+    """An image output as a PNG file of its own. Gradio writes a returned array into its cache at
+    a path named by the content's hash, rewriting it in place on every request, so two identical
+    requests at once could serve a half-written file; a returned file is copied into the cache
+    atomically instead. Files older than PNG_MAX_AGE_S are swept on the way."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    folder = Path(tempfile.gettempdir()) / "arrcoc-demo"
+    folder.mkdir(exist_ok=True)
+    now = time.time()
+    for old in folder.glob("*.png"):
+        try:
+            if now - old.stat().st_mtime > PNG_MAX_AGE_S:
+                old.unlink()
+        except OSError:  # another request swept it first
+            pass
+    fd, path = tempfile.mkstemp(suffix=".png", dir=folder)
+    with os.fdopen(fd, "wb") as fh:
+        Image.fromarray(rgb).save(fh, format="PNG")
+    return path
+
+
 def _user_errors(fn):
     """Bad input → gr.Error with the app's message (UI toast, and AppError through gradio_client);
-    anything else is logged with its traceback and reported without one."""
+    anything else is logged with its traceback and reported without one. Image outputs (H, W, 3)
+    go out as PNG files of their own (_png_file)."""
     import gradio as gr
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            return tuple(_png_file(x) if isinstance(x, np.ndarray) and x.ndim == 3 else x for x in fn(*args, **kwargs))
         except gr.Error:
             raise
         except (InputError, CheckpointError) as e:

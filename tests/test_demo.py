@@ -300,3 +300,22 @@ def test_unexpected_failure_is_reported_without_a_traceback(caplog):
         wrapped(None, "q")
     assert str(err.value.message).startswith("internal error (RuntimeError): cell grid mismatch")
     assert "demo request failed" in caplog.text  # the traceback goes to the server log
+
+
+def test_image_outputs_go_out_as_files_of_their_own_and_old_ones_are_swept(monkeypatch, tmp_path):
+    """Identical requests at once once raced in gradio's cache (a numpy output is rewritten in place
+    at its content hash, and a concurrent download got a truncated file): each output is now a
+    PNG file of its own, which gradio copies into its cache atomically."""
+    import os
+    import tempfile
+
+    from arrcoc_lab import demo
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    a, b = demo._png_file(rgb), demo._png_file(rgb)
+    assert a != b and np.array_equal(np.asarray(Image.open(a)), rgb) and np.array_equal(np.asarray(Image.open(b)), rgb)
+    old = time.time() - demo.PNG_MAX_AGE_S - 10
+    os.utime(a, (old, old))
+    c = demo._png_file(rgb)
+    assert not os.path.exists(a) and os.path.exists(b) and os.path.exists(c)
