@@ -178,14 +178,13 @@ def cmd_train(args) -> int:
     """One phase without a notebook (what `accelerate launch` / torchrun start for multi-process runs)."""
     from .phases import get_phase
     from .pipeline import load_pipeline
-    from .presets import get_preset
+    from .pipeline import RANDOM
     from .train import TrainConfig, load_train_data, run_phase
 
-    init_from = "random" if args.phase == "encoder" and args.init_from is None else args.init_from
+    init_from = RANDOM if args.phase == "encoder" and args.init_from is None else args.init_from
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pipe = (load_pipeline(args.preset, config=get_preset(args.preset)) if init_from == "random"
-                else load_pipeline(args.preset, weights=init_from))
+        pipe = load_pipeline(args.preset, weights=init_from)
     if args.phase == "encoder":
         return _train_encoder(pipe, args)
     overrides = {"steps": args.steps} | ({"lr": args.lr} if args.lr else {})

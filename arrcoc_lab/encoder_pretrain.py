@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import atomic_write_text, save_weights
 from .errors import InputError, NonFiniteLossError
+from .features import default_workers, scene_loader
 from .inputs import to_model_input
 
 log = logging.getLogger(__name__)
@@ -115,11 +116,12 @@ def scene_pixels(model, cfg: EncoderPretrainConfig) -> torch.Tensor:
     # synthetic sets need ≥ 32 patches per side; a smaller (test) model gets them resized, as any image is
     render = max(g.image_size, 32 * g.patch_size) if name in SYNTHETIC else g.image_size
     ds = load_dataset(cfg.data, n=cfg.n_scenes * per_scene, image_size=render, patch_size=g.patch_size)
-    scene = ds.scene if hasattr(ds, "scene") else (lambda i: ds[i])  # synthetic sets: scenes; real ones: samples
-    n = ds.num_scenes if hasattr(ds, "num_scenes") else len(ds)
-    out = torch.empty((n, 3, g.image_size, g.image_size), dtype=torch.uint8)
-    for i in tqdm(range(n), desc=f"render {cfg.data}", disable=not cfg.progress):
-        out[i] = to_model_input(scene(i).image, g.image_size)[0].round().clamp(0, 255).to(torch.uint8)
+    if hasattr(ds, "scene"):  # synthetic sets: scenes, rendered by worker processes as for the feature cache
+        loader = scene_loader(ds, 0, ds.num_scenes, g.image_size, batch_size=16, workers=default_workers())
+        return torch.cat([p for p, _, _ in tqdm(loader, desc=f"render {cfg.data}", disable=not cfg.progress)])
+    out = torch.empty((len(ds), 3, g.image_size, g.image_size), dtype=torch.uint8)  # real sets: samples
+    for i in tqdm(range(len(ds)), desc=f"render {cfg.data}", disable=not cfg.progress):
+        out[i] = to_model_input(ds[i].image, g.image_size)[0].round().clamp(0, 255).to(torch.uint8)
     return out
 
 

@@ -135,7 +135,7 @@ class _Rendered(torch.utils.data.Dataset):
 
     def __getitem__(self, k: int):
         scene = self.dataset.scene(self.lo + k)
-        pixels = to_model_input(scene.image, self.size)[0].to(torch.uint8)  # (3, S, S), integer-valued already
+        pixels = to_model_input(scene.image, self.size)[0].round().clamp(0, 255).to(torch.uint8)  # (3, S, S); resizing leaves fractions
         return pixels, [[getattr(s, f) for f in SAMPLE_FIELDS] for s in scene.samples], tuple(scene.image.shape[:2])
 
 
@@ -147,7 +147,9 @@ def _one_thread(_):  # rendering workers must not fight the encoder for cores
     torch.set_num_threads(1)
 
 
-def _loader(dataset, lo: int, hi: int, size: int, batch_size: int, workers: int):
+def scene_loader(dataset, lo: int, hi: int, size: int, batch_size: int, workers: int):
+    """Batches (pixels (B, 3, size, size) uint8, per-scene sample fields, image (h, w)) of scenes
+    lo..hi, rendered by `workers` processes (0: in this one)."""
     return torch.utils.data.DataLoader(_Rendered(dataset, lo, hi, size), batch_size=batch_size, num_workers=workers,
                                        collate_fn=_collate, worker_init_fn=_one_thread if workers else None,
                                        prefetch_factor=4 if workers else None)
@@ -156,7 +158,7 @@ def _loader(dataset, lo: int, hi: int, size: int, batch_size: int, workers: int)
 def _encode_range(model, dataset, lo: int, hi: int, batch_size: int, workers: int, bar):
     g = model.geometry
     device = next(model.sam.parameters()).device
-    loader = _loader(dataset, lo, hi, g.image_size, batch_size, workers)
+    loader = scene_loader(dataset, lo, hi, g.image_size, batch_size, workers)
     feats, pix, rows, hw = [], [], [], None
     for pixels, fields, hw in loader:  # pixels (B, 3, S, S) uint8
         feats.append(model.encode_image(pixels.to(device).float()).half().cpu())
@@ -168,7 +170,7 @@ def _encode_range(model, dataset, lo: int, hi: int, batch_size: int, workers: in
 
 def _render_fields(dataset, lo: int, hi: int, batch_size: int, workers: int) -> tuple[list, tuple[int, int]]:
     """Per-scene sample fields of scenes lo..hi (rendered; the pixels are dropped)."""
-    loader = _loader(dataset, lo, hi, dataset.image_size, batch_size, workers)
+    loader = scene_loader(dataset, lo, hi, dataset.image_size, batch_size, workers)
     rows, hw = [], None
     for _, fields, hw in tqdm(loader, desc=f"questions of scenes {lo}..{hi}", leave=False):
         rows += fields

@@ -14,7 +14,7 @@ import logging
 import time
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from .trace import Trace
 
 log = logging.getLogger(__name__)
 LAB_WEIGHTS = Path(__file__).parent / "weights" / "lab" / "model.safetensors"
+RANDOM = "random"  # load_pipeline(weights=RANDOM): the preset's seeded random initialisation
 
 
 class UntrainedWeightsWarning(UserWarning):
@@ -140,8 +141,10 @@ class Pipeline:
 def load_pipeline(preset: str = "lab", weights: str | Path | None = None, device: str | torch.device | None = None,
                   config: str | Path | PipelineConfig | None = None, **preset_kwargs) -> Pipeline:
     """Build a pipeline. `preset` names a registry entry (lab, paper, tiny); `config` (a JSON file
-    or PipelineConfig) replaces the preset; `weights` is our safetensors file. `lab` loads the
-    shipped weights when they exist and warns when it has to run untrained."""
+    or PipelineConfig) replaces the preset; `weights` is our safetensors file, or "random" for the
+    preset's seeded initialisation (where training starts; no warning, since it was asked for).
+    `lab` loads the shipped weights when they exist and warns when it has to run untrained."""
+    random = isinstance(weights, str) and weights == RANDOM
     shipped = LAB_WEIGHTS.with_name("config.json")
     if isinstance(config, PipelineConfig):
         cfg = config
@@ -151,11 +154,13 @@ def load_pipeline(preset: str = "lab", weights: str | Path | None = None, device
         cfg = PipelineConfig.load(shipped)  # the resolved config saved with the shipped weights
     else:
         cfg = get_preset(preset, **preset_kwargs)
-    if weights is not None:
+    if random:
+        cfg = replace(cfg, weights=None)
+    elif weights is not None:
         cfg.weights = str(weights)
     elif cfg.preset == "lab" and cfg.weights is None and LAB_WEIGHTS.is_file() and config is None:
         cfg.weights = str(LAB_WEIGHTS)
-    if cfg.weights is None:
+    if cfg.weights is None and not random:
         warnings.warn(f"preset {cfg.preset!r} runs with untrained weights: allocations and answers are not meaningful "
                       "until trained weights are loaded", UntrainedWeightsWarning, stacklevel=2)
     model = build_model(cfg)

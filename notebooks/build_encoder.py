@@ -33,7 +33,6 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import Image, display
 from arrcoc_lab import load_pipeline
-from arrcoc_lab.presets import get_preset
 from arrcoc_lab.encoder_pretrain import EncoderPretrainConfig, pretrain_encoder, reconstruct, scene_pixels
 from arrcoc_lab.probe import crop_windows, probe_text, text_labels
 from arrcoc_lab.train import TrainConfig, load_train_data
@@ -43,7 +42,7 @@ from arrcoc_lab.checkpoint import atomic_write_text
 logging.basicConfig(level=logging.WARNING)
 warnings.filterwarnings("ignore", category=UserWarning)
 out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)
-pipe = load_pipeline(preset, config=get_preset(preset))  # the seeded random initialisation
+pipe = load_pipeline(preset, weights="random")  # the seeded random initialisation
 if device != "cpu":
     pipe.model.to(device)
 cfg = EncoderPretrainConfig(n_scenes=n_scenes, steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,

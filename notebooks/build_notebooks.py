@@ -72,9 +72,7 @@ from arrcoc_lab.checkpoint import atomic_write_text
 logging.basicConfig(level=logging.WARNING)
 warnings.filterwarnings("ignore", category=UserWarning)
 out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)
-from arrcoc_lab.presets import get_preset
-pipe = (load_pipeline(preset, config=get_preset(preset)) if init_from == "random"
-        else load_pipeline(preset, weights=init_from))
+pipe = load_pipeline(preset, weights=init_from)  # init_from "random": the preset's seeded initialisation
 if device != "cpu":
     pipe.model.to(device)
 overrides = {"steps": steps} | ({"lr": lr} if lr else {})

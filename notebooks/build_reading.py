@@ -18,6 +18,7 @@ heldout = 1800            # the last signs: the same held-out set for every read
 steps = 6000              # reader training steps (batch 64, cosine schedule)
 eval_every = 500          # held-out exact match every N steps (the learning curve)
 stages = ["sam"]          # windows read: pipeline stages and/or "patch_grid" (the lossless pixel reference)
+reader = "region"         # region (the phase-0 auxiliary's byte-slot reader) | llm (a fresh LLM of the preset's own config, asked each sign's question)
 output_dir = "reports/lab/reading"
 cache_dir = "cache"
 """
@@ -38,16 +39,17 @@ print(f"preset {preset}, weights {pipe.config.weights}, {n_scenes} scenes, {len(
 
 RUN = """results = []
 for stage in stages:
-    for r in reading_scaling(pipe.model, data, counts, heldout=heldout, steps=steps, eval_every=eval_every, stage=stage):
+    for r in reading_scaling(pipe.model, data, counts, heldout=heldout, steps=steps, eval_every=eval_every, stage=stage,
+                             reader=reader):
         results.append(r)
-        print(f"{stage:>10}, {r.n_train:6d} training signs: {100 * r.heldout_exact:5.1f} % of {r.n_heldout} held-out signs "
+        print(f"{reader} reader, {stage:>10}, {r.n_train:6d} training signs: {100 * r.heldout_exact:5.1f} % of {r.n_heldout} held-out signs "
               f"read exactly (bytes {100 * r.heldout_byte_accuracy:.1f} %; training signs {100 * r.train_exact:5.1f} %)")"""
 
 PLOT = """fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
 for r in results:
     steps_, exact = zip(*r.curve) if r.curve else ([r.steps], [r.heldout_exact])
-    a.plot(steps_, exact, "o-", ms=3, label=f"{r.stage}, {r.n_train} signs")
-a.set_xlabel("reader training steps (batch 64)"); a.set_ylabel("held-out signs read exactly"); a.set_ylim(0, 1)
+    a.plot(steps_, exact, "o-", ms=3, label=f"{reader}: {r.stage}, {r.n_train} signs")
+a.set_xlabel(f"{reader} reader training steps (batch 64)"); a.set_ylabel("held-out signs read exactly"); a.set_ylim(0, 1)
 a.set_title("learning curve"); a.legend(fontsize=7)
 for stage in stages:
     rs = [r for r in results if r.stage == stage]
@@ -58,7 +60,7 @@ b.set_title(f"after {steps} steps"); b.legend(fontsize=7)
 fig.tight_layout(); fig.savefig(out / "reading_scaling.png", dpi=100); plt.show()"""
 
 SAVE = """atomic_write_text(out / "metrics.json", json.dumps({"weights": pipe.config.weights, "n_scenes": n_scenes,
-    "counts": counts, "heldout": heldout, "steps": steps, "stages": stages,
+    "counts": counts, "heldout": heldout, "steps": steps, "stages": stages, "reader": reader,
     "results": [asdict(r) for r in results]}, indent=2))
 atomic_write_text(out / "config.json", json.dumps(pipe.config.to_dict(), indent=2))
 print("report written to", out)"""
@@ -67,12 +69,14 @@ print("report written to", out)"""
 def build() -> Path:
     return write_notebook("22_reading_scaling.ipynb",
                           "# Reading sign text — distinct signs against training steps\n\n"
-                          "A fresh region reader (the phase-0 auxiliary's design: byte slots cross-attending to "
-                          "tokens) learns to spell the text of each fine-detail question's sign (formulas, codes, "
-                          "numbers) from a 96-px window of a stage's output around it, at full resolution. Each "
-                          "reader trains on the first *n* signs; all are scored on the same held-out signs, every "
-                          "`eval_every` steps. The question: is reading from the frozen lab encoder short of "
-                          "examples, or of training?",
+                          "A fresh reader learns to spell the text of each fine-detail question's sign (formulas, codes, "
+                          "numbers) from a 96-px window of a stage's output around it, at full resolution. The "
+                          "`region` reader is the phase-0 auxiliary's design (byte slots cross-attending to the "
+                          "tokens); the `llm` reader is a fresh causal LM of the preset's own LLM configuration, "
+                          "asked each sign's question, as the pipeline's LLM is. Each reader trains on the first "
+                          "*n* signs; all are scored on the same held-out signs, every `eval_every` steps. The "
+                          "questions: is reading from the frozen lab encoder short of examples or of training, "
+                          "and can the LLM itself learn to read?",
                           PARAMS, [SETUP, ("md", "## Train one reader per count"), RUN,
                                    ("md", "## Learning curves and the final scores"), PLOT, SAVE])
 

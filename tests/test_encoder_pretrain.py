@@ -40,6 +40,16 @@ def test_scene_pixels_are_model_size_images(pixels):
     assert pixels.float().std() > 10  # rendered scenes, not blank
 
 
+def test_scene_pixels_rendered_by_workers_match_rendering_here(pixels):
+    from arrcoc_lab.data import load_dataset
+    from arrcoc_lab.inputs import to_model_input
+
+    ds = load_dataset("scenebench:train", n=4 * 6, image_size=256, patch_size=8)  # tiny: rendered at 32 patches, resized
+    here = torch.stack([to_model_input(ds.scene(i).image, 128)[0].round().clamp(0, 255).to(torch.uint8)
+                        for i in range(ds.num_scenes)])
+    assert torch.equal(pixels, here)
+
+
 def test_pretraining_trains_only_sam_lowers_the_error_and_refreezes(pixels, tmp_path):
     model = tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -3,6 +3,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from arrcoc_lab import InputError, load_pipeline
@@ -125,3 +126,15 @@ def test_lab_loads_the_shipped_weights_without_warning():
         pipe = load_pipeline("lab")
     assert pipe.config.weights.endswith("weights/lab/model.safetensors")
     assert pipe.config.allocator.utility_exponent == 0.75  # the resolved config shipped beside the weights
+
+
+def test_random_weights_are_the_seeded_init_without_warning():
+    """weights="random" is where training starts: the preset's seeded init, asked for, so no warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UntrainedWeightsWarning)
+        a = load_pipeline("tiny", weights="random")
+        b = load_pipeline("lab", weights="random")
+    assert a.config.weights is None and b.config.weights is None and b.config.preset == "lab"
+    with pytest.warns(UntrainedWeightsWarning):
+        c = load_pipeline("tiny")
+    assert all(torch.equal(p, q) for p, q in zip(a.model.state_dict().values(), c.model.state_dict().values()))

@@ -8,7 +8,9 @@ import torch
 from arrcoc_lab.errors import InputError
 from arrcoc_lab.features import SceneTensors
 from arrcoc_lab.reader import END, RegionReader
-from arrcoc_lab.reading_probe import probe_reading, reading_accuracy, reading_samples, reading_scaling
+from arrcoc_lab.llm import LLMConfig
+from arrcoc_lab.reading_probe import (probe_reading, reading_accuracy, reading_questions, reading_samples,
+                                      reading_scaling)
 
 WORDS = ["ab", "cd", "ef", "gh"]
 
@@ -33,6 +35,37 @@ def test_reader_reads_what_the_window_shows_and_not_what_it_hides():
     assert blind.heldout_exact < 0.5  # 4 equally likely words: ~0.25 by guessing
 
 
+TINY_LLM = LLMConfig(hidden_size=32, layers=2, heads=2, kv_heads=1, intermediate_size=64, max_positions=256)
+
+
+def test_llm_reader_reads_what_the_window_shows_and_not_what_it_hides():
+    x, texts = _windows(400, informative=True)
+    good = reading_accuracy(x, texts, steps=150, batch=32, lr=3e-3, reader="llm", llm=TINY_LLM)
+    assert good.reader == "llm" and good.heldout_exact > 0.9 and good.heldout_byte_accuracy > 0.9
+    x, texts = _windows(400, informative=False)
+    blind = reading_accuracy(x, texts, steps=150, batch=32, lr=3e-3, reader="llm", llm=TINY_LLM)
+    assert blind.heldout_exact < 0.5
+
+
+def test_llm_reader_is_asked_each_signs_question():
+    """The question names which of two signs in the window to read: only a reader that is asked it can be right."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randint(0, 4, (400,), generator=gen), torch.randint(0, 4, (400,), generator=gen)
+    x = torch.randn(400, 8, 2, 2, generator=gen) * 0.1
+    x[torch.arange(400), a, 0, 0] += 3.0
+    x[torch.arange(400), 4 + b, 1, 1] += 3.0
+    left = torch.rand(400, generator=gen) < 0.5
+    texts = [WORDS[i] if l else WORDS[j] for i, j, l in zip(a.tolist(), b.tolist(), left.tolist())]
+    questions = ["left?" if l else "right?" for l in left.tolist()]
+    asked = reading_accuracy(x, texts, steps=200, batch=32, lr=3e-3, reader="llm", llm=TINY_LLM, questions=questions)
+    unasked = reading_accuracy(x, texts, steps=200, batch=32, lr=3e-3, reader="llm", llm=TINY_LLM)
+    assert asked.heldout_exact > 0.8 > unasked.heldout_exact
+    with pytest.raises(InputError, match="questions"):
+        reading_accuracy(x, texts, steps=1, reader="llm", llm=TINY_LLM, questions=questions[:3])
+    with pytest.raises(InputError, match="unknown reader"):
+        reading_accuracy(x, texts, steps=1, reader="ocr")
+
+
 def test_decode_stops_at_end_and_skips_samples_without_region():
     r = RegionReader(8)
     with torch.no_grad():
@@ -51,6 +84,8 @@ def test_reading_samples_take_detail_questions_with_a_box():
     data = SimpleNamespace(difficulty=["gist", "detail", "detail"], boxes=[(0, 0, 1, 1), (1, 1, 5, 5), None],
                            scene_index=[0, 0, 1], answers=["blue", "E=mc2", "K7"])
     assert reading_samples(data) == ([0], [(1, 1, 5, 5)], ["E=mc2"])
+    data.questions = ["sky?", "What does the billboard say?", "Read the code."]
+    assert reading_questions(data) == ["What does the billboard say?"]
     with pytest.raises(InputError, match="fine-detail"):
         reading_samples(SimpleNamespace(difficulty=["gist"], boxes=[None], scene_index=[0], answers=["x"]))
 
@@ -88,7 +123,8 @@ def _sign_data(pipe, n: int):
     scenes = SceneTensors(torch.randn(n, pipe.model.compressor.cfg.in_dim, P, P).half(),
                           torch.randint(0, 256, (n, 3, g.image_size, g.image_size), dtype=torch.uint8), list(range(n)))
     return SimpleNamespace(difficulty=["detail"] * n, boxes=[(8 * i, 40, 8 * i + 40, 60) for i in range(n)],
-                           scene_index=list(range(n)), answers=[str(i % 7) for i in range(n)], scenes=scenes)
+                           scene_index=list(range(n)), answers=[str(i % 7) for i in range(n)], scenes=scenes,
+                           questions=[f"What does sign {i} say?" for i in range(n)])
 
 
 def test_reading_scaling_scores_every_count_on_the_same_heldout_signs(lab_pipe):
@@ -102,3 +138,7 @@ def test_reading_scaling_scores_every_count_on_the_same_heldout_signs(lab_pipe):
         reading_scaling(lab_pipe.model, data, counts=[15], heldout=6, steps=1)
     with pytest.raises(InputError, match="unknown stage"):
         reading_scaling(lab_pipe.model, data, counts=[4], heldout=6, steps=1, stage="pixels")
+    llm = reading_scaling(lab_pipe.model, data, counts=[4], heldout=6, steps=1, reader="llm")
+    assert llm[0].reader == "llm" and llm[0].n_train == 4 and 0 <= llm[0].heldout_exact <= 1
+    with pytest.raises(InputError, match="unknown reader"):
+        reading_scaling(lab_pipe.model, data, counts=[4], heldout=6, steps=1, reader="ocr")
