@@ -286,13 +286,16 @@ def _warn(message: str) -> None:
 
 
 PNG_MAX_AGE_S = 3600  # image files handed to gradio are removed after this long
+PNG_SWEEP_EVERY_S = 60  # ... by a sweep of the folder at most this often (not on every request)
+_last_sweep = {"at": 0.0}
 
 
 def _png_file(rgb: np.ndarray) -> str:
     """An image output as a PNG file of its own. Gradio writes a returned array into its cache at
     a path named by the content's hash, rewriting it in place on every request, so two identical
     requests at once could serve a half-written file; a returned file is copied into the cache
-    atomically instead. Files older than PNG_MAX_AGE_S are swept on the way."""
+    atomically instead. Files older than PNG_MAX_AGE_S are swept on the way, at most every
+    PNG_SWEEP_EVERY_S."""
     import os
     import tempfile
     from pathlib import Path
@@ -302,12 +305,14 @@ def _png_file(rgb: np.ndarray) -> str:
     folder = Path(tempfile.gettempdir()) / "arrcoc-demo"
     folder.mkdir(exist_ok=True)
     now = time.time()
-    for old in folder.glob("*.png"):
-        try:
-            if now - old.stat().st_mtime > PNG_MAX_AGE_S:
-                old.unlink()
-        except OSError:  # another request swept it first
-            pass
+    if now - _last_sweep["at"] >= PNG_SWEEP_EVERY_S:
+        _last_sweep["at"] = now
+        for old in folder.glob("*.png"):
+            try:
+                if now - old.stat().st_mtime > PNG_MAX_AGE_S:
+                    old.unlink()
+            except OSError:  # another request swept it first
+                pass
     fd, path = tempfile.mkstemp(suffix=".png", dir=folder)
     with os.fdopen(fd, "wb") as fh:
         Image.fromarray(rgb).save(fh, format="PNG")

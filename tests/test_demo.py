@@ -312,10 +312,14 @@ def test_image_outputs_go_out_as_files_of_their_own_and_old_ones_are_swept(monke
     from arrcoc_lab import demo
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(demo, "_last_sweep", {"at": 0.0})
     rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     a, b = demo._png_file(rgb), demo._png_file(rgb)
     assert a != b and np.array_equal(np.asarray(Image.open(a)), rgb) and np.array_equal(np.asarray(Image.open(b)), rgb)
     old = time.time() - demo.PNG_MAX_AGE_S - 10
     os.utime(a, (old, old))
     c = demo._png_file(rgb)
-    assert not os.path.exists(a) and os.path.exists(b) and os.path.exists(c)
+    assert os.path.exists(a)  # swept a moment ago: the next sweep waits PNG_SWEEP_EVERY_S
+    demo._last_sweep["at"] -= demo.PNG_SWEEP_EVERY_S
+    d = demo._png_file(rgb)
+    assert not os.path.exists(a) and all(os.path.exists(x) for x in (b, c, d))
