@@ -47,6 +47,7 @@ class ReadingResult:
     steps: int = 0  # reader training steps
     curve: list = field(default_factory=list)  # [(step, held-out exact)] every eval_every steps, when asked
     reader: str = "region"  # region | llm (module docstring)
+    stride: int = 1  # tokens from a learned stride-s convolution of the window (1: one token per cell)
 
 
 def _detail_rows(data) -> list[int]:
@@ -68,44 +69,55 @@ def reading_questions(data) -> list[str]:
 
 
 class _Reader(nn.Module):
-    """Standardised window (N, C, w, w) → tokens (linear + learned position) → region reader."""
+    """Standardised window (N, C, w, w) → tokens (linear, or with `stride` s > 1 a learned s×s
+    stride-s convolution like the compressor's head for that LOD level; + learned position) →
+    region reader."""
 
-    def __init__(self, channels: int, cells: int, dim: int = 128):
+    def __init__(self, channels: int, side: int, dim: int = 128, stride: int = 1):
         super().__init__()
-        self.proj = nn.Linear(channels, dim)
-        self.pos = nn.Parameter(torch.zeros(1, cells, dim))
+        self._embed(channels, side, dim, stride)
         self.reader = RegionReader(dim, ReaderConfig())
 
+    def _embed(self, channels: int, side: int, dim: int, stride: int) -> None:
+        self.stride = stride
+        self.proj = nn.Linear(channels, dim) if stride == 1 else nn.Conv2d(channels, dim, stride, stride=stride)
+        self.pos = nn.Parameter(torch.zeros(1, (side // stride) ** 2, dim))
+
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x.flatten(2).transpose(1, 2)) + self.pos  # (N, C, w, w) -> (N, w·w, dim)
+        if self.stride == 1:
+            return self.proj(x.flatten(2).transpose(1, 2)) + self.pos  # (N, C, w, w) -> (N, w·w, dim)
+        return self.proj(x).flatten(2).transpose(1, 2) + self.pos  # (N, C, w, w) -> (N, (w/s)², dim)
 
     @staticmethod
-    def everywhere(x: torch.Tensor) -> torch.Tensor:
-        return torch.ones(x.shape[0], x.shape[2] * x.shape[3], dtype=torch.bool, device=x.device)  # (N, w·w)
+    def everywhere(tok: torch.Tensor) -> torch.Tensor:
+        return torch.ones(tok.shape[:2], dtype=torch.bool, device=tok.device)  # (N, T): every token is the sign's
 
     def loss(self, x: torch.Tensor, questions: list[str], texts: list[str]) -> torch.Tensor:
-        return self.reader(self.tokens(x), self.everywhere(x), texts).loss.mean()
+        tok = self.tokens(x)
+        return self.reader(tok, self.everywhere(tok), texts).loss.mean()
 
     def byte_accuracy(self, x: torch.Tensor, questions: list[str], texts: list[str]) -> float:
-        return float(self.reader(self.tokens(x), self.everywhere(x), texts).byte_accuracy)
+        tok = self.tokens(x)
+        return float(self.reader(tok, self.everywhere(tok), texts).byte_accuracy)
 
     def read(self, x: torch.Tensor, questions: list[str]) -> list[str]:
-        return self.reader.decode(self.tokens(x), self.everywhere(x))
+        tok = self.tokens(x)
+        return self.reader.decode(tok, self.everywhere(tok))
 
 
 class _LLMReader(_Reader):
     """Standardised window → tokens → a fresh causal LM of config `llm` that reads them, then the
     question, and spells the answer: the pipeline's LLM after its projector."""
 
-    def __init__(self, channels: int, cells: int, llm: LLMConfig):
+    def __init__(self, channels: int, side: int, llm: LLMConfig, stride: int = 1):
         nn.Module.__init__(self)
         self.lm = LanguageModel(llm, *build_llm(llm))
-        self.proj = nn.Linear(channels, self.lm.hidden_size)
-        self.pos = nn.Parameter(torch.zeros(1, cells, self.lm.hidden_size))
+        self._embed(channels, side, self.lm.hidden_size, stride)
 
     def _next_token(self, x, questions, texts) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced next-token logits (N, S-1, V) and their labels (N, S-1), IGNORE outside the answer."""
-        b = self.lm.build(self.tokens(x), self.everywhere(x), questions, texts)
+        tok = self.tokens(x)
+        b = self.lm.build(tok, self.everywhere(tok), questions, texts)
         logits = self.lm.model(inputs_embeds=b.inputs_embeds, attention_mask=b.attention_mask).logits
         return logits[:, :-1].float(), b.labels[:, 1:]
 
@@ -119,17 +131,21 @@ class _LLMReader(_Reader):
         return float(((logits.argmax(-1) == labels) & seen).sum() / seen.sum().clamp(min=1))
 
     def read(self, x, questions):
-        return self.lm.generate(self.tokens(x), self.everywhere(x), questions, max_new_tokens=ReaderConfig().max_bytes)
+        tok = self.tokens(x)
+        return self.lm.generate(tok, self.everywhere(tok), questions, max_new_tokens=ReaderConfig().max_bytes)
 
 
 def reading_accuracy(x: torch.Tensor, texts: list[str], train_frac: float = 0.85, steps: int = 1500,
                      batch: int = 64, lr: float = 1e-3, seed: int = 0, stage: str = "",
                      n_train: int | None = None, eval_every: int = 0, reader: str = "region",
-                     questions: list[str] | None = None, llm: LLMConfig | None = None) -> ReadingResult:
+                     questions: list[str] | None = None, llm: LLMConfig | None = None,
+                     stride: int = 1) -> ReadingResult:
     """Train a reader on the first `n_train` (default: `train_frac` of them) windows x (N, C, w, w)
     → texts and score the rest; with `eval_every`, also score the held-out signs every that many
     steps (the learning curve). `reader` "llm" builds a fresh causal LM of config `llm` (default:
-    LLMConfig()) that is asked `questions` (default: PROMPT for every sign)."""
+    LLMConfig()) that is asked `questions` (default: PROMPT for every sign). `stride` s > 1 hands
+    the reader (w/s)² tokens from a learned s×s stride-s convolution, as the compressor's head gives
+    a cell at the LOD level of that stride (lab: 2 → level 2, 16 tokens a cell; 4 → level 1)."""
     n_tr = int(train_frac * len(texts)) if n_train is None else n_train
     if n_tr < 1 or n_tr >= len(texts):
         raise InputError(f"need signs on both sides of the split, got {n_tr} of {len(texts)} for training")
@@ -137,6 +153,8 @@ def reading_accuracy(x: torch.Tensor, texts: list[str], train_frac: float = 0.85
         raise InputError(f"steps must be ≥ 1 and eval_every ≥ 0, got {steps} and {eval_every}")
     if reader not in READERS:
         raise InputError(f"unknown reader {reader!r}; known: {list(READERS)}")
+    if stride < 1 or x.shape[2] % stride or x.shape[3] % stride:
+        raise InputError(f"stride must be ≥ 1 and divide the window's {tuple(x.shape[2:])} cells, got {stride}")
     questions = [PROMPT] * len(texts) if questions is None else questions
     if len(questions) != len(texts):
         raise InputError(f"{len(questions)} questions for {len(texts)} signs")
@@ -145,8 +163,8 @@ def reading_accuracy(x: torch.Tensor, texts: list[str], train_frac: float = 0.85
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        cells = x.shape[2] * x.shape[3]
-        net = _Reader(x.shape[1], cells) if reader == "region" else _LLMReader(x.shape[1], cells, llm or LLMConfig())
+        net = (_Reader(x.shape[1], x.shape[2], stride=stride) if reader == "region"
+               else _LLMReader(x.shape[1], x.shape[2], llm or LLMConfig(), stride=stride))
     opt = torch.optim.AdamW(net.parameters(), lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps)))
@@ -165,7 +183,7 @@ def reading_accuracy(x: torch.Tensor, texts: list[str], train_frac: float = 0.85
     held, held_bytes = _read(net, x, questions, texts, n_tr, len(texts))
     train, _ = _read(net, x, questions, texts, 0, min(n_tr, 1000))
     return ReadingResult(stage, held, train, held_bytes, n_tr, len(texts) - n_tr, tuple(x.shape[1:]), steps, curve,
-                         reader)
+                         reader, stride)
 
 
 @torch.no_grad()
@@ -183,11 +201,13 @@ def _read(net: _Reader, x: torch.Tensor, questions: list[str], texts: list[str],
 
 
 def reading_scaling(model, data, counts: list[int], heldout: int = 1800, steps: int = 6000, eval_every: int = 0,
-                    stage: str = "sam", level: int | None = None, reader: str = "region") -> list[ReadingResult]:
+                    stage: str = "sam", level: int | None = None, reader: str = "region",
+                    stride: int = 1) -> list[ReadingResult]:
     """Held-out reading against the number of distinct training signs: one fresh reader per count
     n in `counts`, trained on the first n signs, every one scored on the same last `heldout` signs.
     `stage` is a pipeline stage or the lossless "patch_grid" reference; `reader` "llm" reads with a
-    fresh LLM of the model's own LLM configuration, asked each sign's question."""
+    fresh LLM of the model's own LLM configuration, asked each sign's question; `stride` as in
+    reading_accuracy."""
     scenes, boxes, texts = reading_samples(data)
     if not counts or min(counts) < 1 or max(counts) + heldout > len(texts):
         raise InputError(f"counts {counts} + {heldout} held out need more signs than the data's {len(texts)}")
@@ -201,7 +221,7 @@ def reading_scaling(model, data, counts: list[int], heldout: int = 1800, steps: 
     test = slice(len(texts) - heldout, None)
     return [reading_accuracy(torch.cat([x[:n], x[test]]), texts[:n] + texts[test], steps=steps, stage=stage,
                              n_train=n, eval_every=eval_every, reader=reader, questions=questions[:n] + questions[test],
-                             llm=model.llm.cfg) for n in counts]
+                             llm=model.llm.cfg, stride=stride) for n in counts]
 
 
 def probe_reading(model, data, stages: tuple[str, ...] = ("sam",), reference: bool = True, steps: int = 1500,

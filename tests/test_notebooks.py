@@ -176,3 +176,20 @@ def test_run_phase_names_the_failing_cell_and_refuses_unknown_parameters(tmp_pat
     assert main(common + ["-p", "stpes", "10"]) == 2
     err = capsys.readouterr().err
     assert "unknown parameter(s) ['stpes']" in err and "'steps'" in err
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOK_DIR.glob("*.ipynb")), ids=lambda p: p.stem)
+def test_papermill_sees_every_parameter(path):
+    """papermill skips a parameter line it cannot parse (an apostrophe in the comment did it once),
+    and `run-phase -p` then refuses that name: every assignment in the parameters cell must be seen."""
+    import ast
+
+    import papermill as pm
+
+    nb = nbformat.read(path, as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not cells:
+        return
+    names = [t.id for node in ast.parse(cells[0].source).body if isinstance(node, ast.Assign)
+             for t in node.targets if isinstance(t, ast.Name)]
+    assert names and sorted(pm.inspect_notebook(str(path))) == sorted(names)

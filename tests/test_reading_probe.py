@@ -142,3 +142,13 @@ def test_reading_scaling_scores_every_count_on_the_same_heldout_signs(lab_pipe):
     assert llm[0].reader == "llm" and llm[0].n_train == 4 and 0 <= llm[0].heldout_exact <= 1
     with pytest.raises(InputError, match="unknown reader"):
         reading_scaling(lab_pipe.model, data, counts=[4], heldout=6, steps=1, reader="ocr")
+
+
+@pytest.mark.parametrize("reader", ["region", "llm"])
+def test_strided_tokens_are_learned_pooling_that_still_reads(reader):
+    """stride s hands the reader (w/s)² tokens from a learned s×s convolution (a compressor head's LOD)."""
+    x, texts = _windows(400, informative=True)  # 3×3 windows, the word's channel lit at the centre
+    r = reading_accuracy(x, texts, steps=150, batch=32, lr=3e-3, reader=reader, llm=TINY_LLM, stride=3)
+    assert r.stride == 3 and r.heldout_exact > 0.9
+    with pytest.raises(InputError, match="stride"):
+        reading_accuracy(x, texts, steps=1, reader=reader, llm=TINY_LLM, stride=2)
