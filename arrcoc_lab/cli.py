@@ -177,8 +177,7 @@ def cmd_bench(args) -> int:
 def cmd_train(args) -> int:
     """One phase without a notebook (what `accelerate launch` / torchrun start for multi-process runs)."""
     from .phases import get_phase
-    from .pipeline import load_pipeline
-    from .pipeline import RANDOM
+    from .pipeline import RANDOM, load_pipeline
     from .train import TrainConfig, load_train_data, run_phase
 
     init_from = RANDOM if args.phase == "encoder" and args.init_from is None else args.init_from

@@ -144,7 +144,7 @@ def load_pipeline(preset: str = "lab", weights: str | Path | None = None, device
     or PipelineConfig) replaces the preset; `weights` is our safetensors file, or "random" for the
     preset's seeded initialisation (where training starts; no warning, since it was asked for).
     `lab` loads the shipped weights when they exist and warns when it has to run untrained."""
-    random = isinstance(weights, str) and weights == RANDOM
+    seeded_init = isinstance(weights, str) and weights == RANDOM
     shipped = LAB_WEIGHTS.with_name("config.json")
     if isinstance(config, PipelineConfig):
         cfg = config
@@ -154,13 +154,13 @@ def load_pipeline(preset: str = "lab", weights: str | Path | None = None, device
         cfg = PipelineConfig.load(shipped)  # the resolved config saved with the shipped weights
     else:
         cfg = get_preset(preset, **preset_kwargs)
-    if random:
+    if seeded_init:
         cfg = replace(cfg, weights=None)
     elif weights is not None:
         cfg.weights = str(weights)
     elif cfg.preset == "lab" and cfg.weights is None and LAB_WEIGHTS.is_file() and config is None:
         cfg.weights = str(LAB_WEIGHTS)
-    if cfg.weights is None and not random:
+    if cfg.weights is None and not seeded_init:
         warnings.warn(f"preset {cfg.preset!r} runs with untrained weights: allocations and answers are not meaningful "
                       "until trained weights are loaded", UntrainedWeightsWarning, stacklevel=2)
     model = build_model(cfg)

@@ -22,7 +22,6 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -79,6 +78,7 @@ class _Reader(nn.Module):
         self.reader = RegionReader(dim, ReaderConfig())
 
     def _embed(self, channels: int, side: int, dim: int, stride: int) -> None:
+        # Linear at stride 1 (not a 1×1 conv): the reader of the committed region-reader reports
         self.stride = stride
         self.proj = nn.Linear(channels, dim) if stride == 1 else nn.Conv2d(channels, dim, stride, stride=stride)
         self.pos = nn.Parameter(torch.zeros(1, (side // stride) ** 2, dim))
@@ -122,8 +122,8 @@ class _LLMReader(_Reader):
         return logits[:, :-1].float(), b.labels[:, 1:]
 
     def loss(self, x, questions, texts):
-        logits, labels = self._next_token(x, questions, texts)
-        return F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE)
+        tok = self.tokens(x)
+        return self.lm.loss(tok, self.everywhere(tok), questions, texts)  # the pipeline LLM's own answer loss
 
     def byte_accuracy(self, x, questions, texts):
         logits, labels = self._next_token(x, questions, texts)
