@@ -21,16 +21,16 @@ LAB_N_SCENES ?= 3000
 # phase 0's global batch (half of it fine-detail questions, the signs its region reader learns from)
 LAB_BATCH_PHASE0 ?= 32
 train-lab: $(STAMP)
-	$(PY) -m arrcoc_lab.cli run-phase phase0 -p n_scenes $(LAB_N_SCENES) -p steps $(LAB_STEPS_PHASE0) -p device $(LAB_DEVICE) -p batch_size $(LAB_BATCH_PHASE0)
-	$(PY) -m arrcoc_lab.cli run-phase phase1a -p n_scenes $(LAB_N_SCENES) -p steps $(LAB_STEPS_PHASE1A) -p device $(LAB_DEVICE) -p init_from runs/lab/phase0/model.safetensors
-	$(PY) -m arrcoc_lab.cli run-phase phase1 -p n_scenes $(LAB_N_SCENES) -p steps $(LAB_STEPS) -p device $(LAB_DEVICE) -p init_from runs/lab/phase1a/model.safetensors
-	$(PY) -m arrcoc_lab.cli run-phase phase2 -p n_scenes $(LAB_N_SCENES) -p steps $(LAB_STEPS) -p device $(LAB_DEVICE) -p init_from runs/lab/phase1/model.safetensors
-	$(PY) -m arrcoc_lab.cli run-phase phase3 -p n_scenes $(LAB_N_SCENES) -p steps $(LAB_STEPS) -p device $(LAB_DEVICE) -p init_from runs/lab/phase2/model.safetensors
-	$(PY) -m arrcoc_lab.cli export runs/lab/phase3/model.safetensors
-	$(PY) -m arrcoc_lab.cli run-phase evaluation
-	$(PY) -m arrcoc_lab.cli train --phase uniform_ft --init-from arrcoc_lab/weights/lab/model.safetensors \
+	$(PY) -m arrcoc_lab.apps.cli run-phase phase0 -p n_scenes $(LAB_N_SCENES) -p steps $(LAB_STEPS_PHASE0) -p device $(LAB_DEVICE) -p batch_size $(LAB_BATCH_PHASE0)
+	$(PY) -m arrcoc_lab.apps.cli run-phase phase1a -p n_scenes $(LAB_N_SCENES) -p steps $(LAB_STEPS_PHASE1A) -p device $(LAB_DEVICE) -p init_from runs/lab/phase0/model.safetensors
+	$(PY) -m arrcoc_lab.apps.cli run-phase phase1 -p n_scenes $(LAB_N_SCENES) -p steps $(LAB_STEPS) -p device $(LAB_DEVICE) -p init_from runs/lab/phase1a/model.safetensors
+	$(PY) -m arrcoc_lab.apps.cli run-phase phase2 -p n_scenes $(LAB_N_SCENES) -p steps $(LAB_STEPS) -p device $(LAB_DEVICE) -p init_from runs/lab/phase1/model.safetensors
+	$(PY) -m arrcoc_lab.apps.cli run-phase phase3 -p n_scenes $(LAB_N_SCENES) -p steps $(LAB_STEPS) -p device $(LAB_DEVICE) -p init_from runs/lab/phase2/model.safetensors
+	$(PY) -m arrcoc_lab.apps.cli export runs/lab/phase3/model.safetensors
+	$(PY) -m arrcoc_lab.apps.cli run-phase evaluation
+	$(PY) -m arrcoc_lab.apps.cli train --phase uniform_ft --init-from arrcoc_lab/weights/lab/model.safetensors \
 		--out runs/lab/uniform_ft --steps 200 --n-scenes $(LAB_N_SCENES)
-	$(PY) -m arrcoc_lab.cli run-phase benchmark -p output_dir reports/bench/lab
+	$(PY) -m arrcoc_lab.apps.cli run-phase benchmark -p output_dir reports/bench/lab
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m arrcoc_lab.cli demo
+	$(PY) -m arrcoc_lab.apps.cli demo
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -20,14 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .allocator import stable_seed
-from .build import build_model
+from .modeling.allocator import Policy, stable_seed
+from .modeling.build import build_model
 from .errors import InputError
-from .geometry import Geometry
+from .modeling.geometry import Geometry
 from .inputs import MAX_PIXELS, check_query, load_image, to_model_input
-from .model import ARRCOC
-from .presets import PipelineConfig, get_preset
-from .trace import Trace
+from .modeling.model import ARRCOC
+from .modeling.presets import PipelineConfig, get_preset
+from .modeling.trace import Trace
+from .policies import POLICIES, get_policy
 
 log = logging.getLogger(__name__)
 LAB_WEIGHTS = Path(__file__).parent / "weights" / "lab" / "model.safetensors"
@@ -79,8 +80,13 @@ class Pipeline:
 
     @property
     def policies(self) -> list[str]:
-        from .allocator import POLICIES
         return sorted(POLICIES)
+
+    def resolve(self, policy: str, budget=None) -> tuple[Policy, int]:
+        """A request's policy and budget, resolved once, before any work: (Policy, tokens).
+        An unknown policy or an out-of-range budget is an InputError naming what is accepted."""
+        p = get_policy(policy)
+        return p, self.model.allocator.resolve_budget(p, budget)
 
     def prepare(self, image) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, str, float]:
         """Validate and encode an image once: (rgb array, pixels, SAM features, content key,
@@ -103,11 +109,9 @@ class Pipeline:
     def __call__(self, image, query: str, budget=None, policy: str = "arrcoc",
                  max_new_tokens: int | None = None) -> PipelineOutput:
         query = check_query(query)
-        from .allocator import get_policy
-        get_policy(policy)  # unknown policy: error before any work
-        budget = self.model.allocator.resolve_budget(policy, budget)
+        p, budget = self.resolve(policy, budget)  # bad input fails here, before SAM runs
         rgb, pixels, features, key, sam_seconds = self.prepare(image)
-        out = self.model(pixels, [query], policy=policy, budget=budget, features=features,
+        out = self.model(pixels, [query], policy=p, budget=budget, features=features,
                          seeds=[stable_seed(key, query)], max_new_tokens=max_new_tokens)
         out.trace.timings["sam"] = sam_seconds
         return self._output(out.trace, out.answers[0], rgb, query, policy)

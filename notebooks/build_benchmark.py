@@ -1,4 +1,4 @@
-"""Writes notebooks/40_benchmark.ipynb: the side-by-side benchmark (arrcoc_lab/bench.py) as a
+"""Writes notebooks/40_benchmark.ipynb: the side-by-side benchmark (arrcoc_lab/evaluation/bench.py) as a
 papermill-parameterised notebook. Run `python notebooks/build_benchmark.py` after changing it; the
 notebook is committed.
 
@@ -28,8 +28,8 @@ SETUP = """import json, logging, warnings
 from pathlib import Path
 from IPython.display import Image, Markdown, display
 from arrcoc_lab import load_pipeline
-from arrcoc_lab.allocator import POLICIES
-from arrcoc_lab.bench import BenchConfig, run_bench, scaled_budgets
+from arrcoc_lab.policies import POLICIES
+from arrcoc_lab.evaluation.bench import BenchConfig, run_bench, scaled_budgets
 
 logging.basicConfig(level=logging.WARNING)
 warnings.filterwarnings("ignore", category=UserWarning)

@@ -1,5 +1,5 @@
 """Writes notebooks/09_encoder_pretrain.ipynb: pre-training of the lab SAM encoder before it is
-frozen (arrcoc_lab/encoder_pretrain.py), with the acceptance check — a sign-text probe on its
+frozen (arrcoc_lab/training/encoder_pretrain.py), with the acceptance check — a sign-text probe on its
 features before and after, against the pixel ceiling. Run `python notebooks/build_encoder.py`
 after changing it; the notebook is committed.
 
@@ -33,10 +33,11 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import Image, display
 from arrcoc_lab import load_pipeline
-from arrcoc_lab.encoder_pretrain import EncoderPretrainConfig, pretrain_encoder, reconstruct, scene_pixels
-from arrcoc_lab.probe import crop_windows, probe_text, text_labels
-from arrcoc_lab.train import TrainConfig, load_train_data
-from arrcoc_lab.viz_report import training_curves_figure
+from arrcoc_lab.training.encoder_pretrain import EncoderPretrainConfig, pretrain_encoder, reconstruct, scene_pixels
+from arrcoc_lab.evaluation.probe import crop_windows, probe_text, text_labels
+from arrcoc_lab.training.config import TrainConfig
+from arrcoc_lab.training.sampling import load_train_data
+from arrcoc_lab.evaluation.viz_report import training_curves_figure
 from arrcoc_lab.checkpoint import atomic_write_text
 
 logging.basicConfig(level=logging.WARNING)

@@ -63,10 +63,12 @@ SETUP = """import json, logging, warnings
 from pathlib import Path
 from IPython.display import Image, display
 from arrcoc_lab import load_pipeline
-from arrcoc_lab.phases import get_phase
-from arrcoc_lab.train import TrainConfig, load_train_data, run_phase
-from arrcoc_lab.evaluate import load_eval_set, evaluate, summarize
-from arrcoc_lab.viz_report import training_curves_figure
+from arrcoc_lab.training.phases import get_phase
+from arrcoc_lab.training.config import TrainConfig
+from arrcoc_lab.training.loop import run_phase
+from arrcoc_lab.training.sampling import load_train_data
+from arrcoc_lab.evaluation.evaluate import load_eval_set, evaluate, summarize
+from arrcoc_lab.evaluation.viz_report import training_curves_figure
 from arrcoc_lab.checkpoint import atomic_write_text
 
 logging.basicConfig(level=logging.WARNING)
@@ -147,8 +149,8 @@ from pathlib import Path
 import numpy as np
 from IPython.display import Image, display
 from arrcoc_lab import load_pipeline
-from arrcoc_lab.evaluate import load_eval_set, evaluate, summarize
-from arrcoc_lab.viz_report import accuracy_by_bucket_figure, allocation_examples_figure
+from arrcoc_lab.evaluation.evaluate import load_eval_set, evaluate, summarize
+from arrcoc_lab.evaluation.viz_report import accuracy_by_bucket_figure, allocation_examples_figure
 from arrcoc_lab.checkpoint import atomic_write_text
 warnings.filterwarnings("ignore", category=UserWarning)
 out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
 """Writes notebooks/21_stage_probe.ipynb: where along the pipeline a visual property stops being
-readable (arrcoc_lab/probe.py). Run `python notebooks/build_probe.py` after changing it; the
+readable (arrcoc_lab/evaluation/probe.py). Run `python notebooks/build_probe.py` after changing it; the
 notebook is committed.
 
     arrcoc-lab run-phase probe          # reports/lab/probe/
@@ -26,9 +26,10 @@ from dataclasses import asdict, replace
 from pathlib import Path
 import matplotlib.pyplot as plt
 from arrcoc_lab import load_pipeline
-from arrcoc_lab.probe import probe_stages, probe_text
-from arrcoc_lab.reading_probe import probe_reading
-from arrcoc_lab.train import TrainConfig, load_train_data
+from arrcoc_lab.evaluation.probe import probe_stages, probe_text
+from arrcoc_lab.evaluation.reading_probe import probe_reading
+from arrcoc_lab.training.config import TrainConfig
+from arrcoc_lab.training.sampling import load_train_data
 from arrcoc_lab.checkpoint import atomic_write_text
 warnings.filterwarnings("ignore", category=UserWarning)
 out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Writes notebooks/22_reading_scaling.ipynb: how well a learned reader spells sign text from a
 stage's window as the distinct training signs and the reader's training steps grow
-(arrcoc_lab/reading_probe.py). Run `python notebooks/build_reading.py` after changing it; the
+(arrcoc_lab/evaluation/reading_probe.py). Run `python notebooks/build_reading.py` after changing it; the
 notebook is committed.
 
     arrcoc-lab run-phase reading        # reports/lab/reading/
@@ -29,8 +29,9 @@ from dataclasses import asdict
 from pathlib import Path
 import matplotlib.pyplot as plt
 from arrcoc_lab import load_pipeline
-from arrcoc_lab.reading_probe import reading_samples, reading_scaling
-from arrcoc_lab.train import TrainConfig, load_train_data
+from arrcoc_lab.evaluation.reading_probe import reading_samples, reading_scaling
+from arrcoc_lab.training.config import TrainConfig
+from arrcoc_lab.training.sampling import load_train_data
 from arrcoc_lab.checkpoint import atomic_write_text
 warnings.filterwarnings("ignore", category=UserWarning)
 out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)

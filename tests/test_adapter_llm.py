@@ -1,8 +1,8 @@
 import torch
 
-from arrcoc_lab.adapter import AdapterConfig, QualityAdapter
-from arrcoc_lab.llm import LanguageModel, LLMConfig, build_llm
-from arrcoc_lab.projector import Projector, ProjectorConfig
+from arrcoc_lab.modeling.adapter import AdapterConfig, QualityAdapter
+from arrcoc_lab.modeling.llm import LanguageModel, LLMConfig, build_llm
+from arrcoc_lab.modeling.projector import Projector, ProjectorConfig
 
 
 def test_adapter_masks_and_learns():

@@ -1,13 +1,15 @@
-"""The literature baselines (arrcoc_lab/baselines.py): exact budgets reaching the LLM, every policy
+"""The literature baselines (arrcoc_lab/policies/reducers.py): exact budgets reaching the LLM, every policy
 through the pipeline, valid merged tokens, and FastV's pruning hook really running the LLM."""
 import numpy as np
 import pytest
 import torch
 
-from arrcoc_lab import baselines as BL
-from arrcoc_lab.allocator import POLICIES, AllocationContext, get_policy
-from arrcoc_lab.clip_tokens import ClipOutput
-from arrcoc_lab.compressor import TokenSet
+from arrcoc_lab.policies import reducers as BL
+from arrcoc_lab.modeling.allocator import AllocationContext
+from arrcoc_lab.modeling.llm import LanguageModel
+from arrcoc_lab.policies import POLICIES, get_policy
+from arrcoc_lab.modeling.clip_tokens import ClipOutput
+from arrcoc_lab.modeling.compressor import TokenSet
 from arrcoc_lab.errors import InterfaceError
 
 QUESTION = "What is the code on the red sign?"
@@ -135,7 +137,7 @@ def test_visionzip_keeps_the_dominant_tokens(tiny_pipe):
     top = torch.tensor([3, 70, 150, 200, 255])
     attn[0, top] = 1.0
     clip_out = ClipOutput(tokens=ts.tokens, pooled=torch.zeros(1, W), cls_attention=attn)
-    ctx = AllocationContext(None, None, [QUESTION], None, None, [0], model=m)
+    ctx = AllocationContext(None, None, [QUESTION], None, None, [0], geometry=g)
     out = POLICIES["visionzip"].reduce(ctx, ts, clip_out, [6])  # 5 dominant + 1 contextual
     assert out.mask.sum() == 6
     assert torch.allclose(out.tokens[0, :5], ts.tokens[0, top])  # dominant tokens pass unchanged, in order
@@ -146,7 +148,7 @@ def test_fastv_prunes_with_the_llm(tiny_pipe, rgb, monkeypatch):
     """Pass 1 runs the LLM on the full token set and stops after layer K; pass 2 answers from B."""
     g, lm = tiny_pipe.geometry, tiny_pipe.model.llm.model
     layers = lm.model.layers
-    monkeypatch.setattr(BL.CONFIG, "fastv_layer", 1)  # tiny has 2 layers: stop after the first
+    monkeypatch.setitem(POLICIES, "fastv", BL.FastVPolicy(layer=1))  # tiny has 2 layers: stop after the first
     k = 1
     lengths = {i: [] for i in range(len(layers))}
     hooks = [layer.register_forward_hook(lambda mod, a, out, i=i: lengths[i].append(a[0].shape[1]))
@@ -193,7 +195,7 @@ def test_fastv_follows_the_llm_attention(tiny_pipe, rgb, monkeypatch):
         w[:, :, -1, torch.tensor(favoured)] = 1.0
         return w, torch.zeros(visual.shape[0], dtype=torch.long)
 
-    monkeypatch.setattr(BL, "llm_layer_attention", fake)
+    monkeypatch.setattr(LanguageModel, "layer_attention", fake)
     out = tiny_pipe(rgb, QUESTION, policy="fastv", budget=6, max_new_tokens=1)
     full = tiny_pipe.model.compressor._positions  # every top-level token's centre, pyramid order
     top = tiny_pipe.model.compressor._layout[:, 1] == tiny_pipe.geometry.max_level_index

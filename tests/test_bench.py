@@ -1,4 +1,4 @@
-"""The benchmark (arrcoc_lab/bench.py, paper_flops.py, bench_report.py): a tiny sweep end to end,
+"""The benchmark (arrcoc_lab/evaluation/bench.py, paper_flops.py, bench_report.py): a tiny sweep end to end,
 FLOPs per stage at the paper geometry, exact FLOP counting of attention, the target arithmetic."""
 import json
 import math
@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
-from arrcoc_lab import metrics as M
-from arrcoc_lab import paper_flops as PF
-from arrcoc_lab.bench import BenchConfig, accuracy_targets, run_bench, scaled_budgets, sweep_points
-from arrcoc_lab.bench_report import pareto
+from arrcoc_lab.evaluation import metrics as M
+from arrcoc_lab.evaluation import paper_flops as PF
+from arrcoc_lab.evaluation.bench import BenchConfig, accuracy_targets, run_bench, scaled_budgets, sweep_points
+from arrcoc_lab.evaluation.bench_report import pareto
 from arrcoc_lab.errors import InputError
-from arrcoc_lab.presets import get_preset
+from arrcoc_lab.modeling.presets import get_preset
 
 POLICIES = ("arrcoc", "uniform", "full", "fastv", "tome")  # the CLI test covers random and docsynth
 
@@ -90,7 +90,7 @@ def test_paper_flops_per_stage(paper_stages):
 
 def test_meta_device_counts_equal_real_counts():
     """FlopCounterMode on meta tensors (what count_paper_stages uses) counts what real tensors count."""
-    from arrcoc_lab.sam_encoder import SamEncoder
+    from arrcoc_lab.modeling.sam_encoder import SamEncoder
 
     cfg = get_preset("tiny").sam
     real = SamEncoder(cfg)
@@ -116,7 +116,8 @@ def test_attention_is_counted_in_inference(tiny_pipe, rgb):
     assert counter.get_total_flops() == projections + 2 * 2 * 10 * 10 * 32  # + scores and weighted sum
     from arrcoc_lab.inputs import to_model_input
 
-    out = tiny_pipe.model(to_model_input(rgb, 128), ["What city is this?"], policy="uniform", max_new_tokens=1,
+    policy, budget = tiny_pipe.resolve("uniform")
+    out = tiny_pipe.model(to_model_input(rgb, 128), ["What city is this?"], policy=policy, budget=budget, max_new_tokens=1,
                           count_flops=True)
     fl = out.trace.flops
     assert set(fl) == set(out.trace.timings) and fl["adapter"] > 0 and fl["relevance"] > 0 and fl["clip"] > 0
@@ -143,7 +144,7 @@ def test_pareto_front():
 
 @pytest.mark.slow
 def test_cli_bench(tmp_path, capsys):
-    from arrcoc_lab.cli import main
+    from arrcoc_lab.apps.cli import main
 
     out = tmp_path / "bench"
     code = main(["bench", "--n-scenes", "1", "--data", "docsynth:test", "--budgets", "64", "--policies",
@@ -165,7 +166,7 @@ def test_cli_bench_with_an_own_downstream(tmp_path, capsys):
 
     from arrcoc_lab import load_pipeline
     from arrcoc_lab.checkpoint import save_weights
-    from arrcoc_lab.cli import main
+    from arrcoc_lab.apps.cli import main
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

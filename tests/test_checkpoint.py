@@ -10,11 +10,11 @@ import torch
 from safetensors import safe_open
 
 from arrcoc_lab import checkpoint
-from arrcoc_lab.build import build_model
+from arrcoc_lab.modeling.build import build_model
 from arrcoc_lab.checkpoint import EXTERNAL_PREFIXES, atomic_write, atomic_write_text, load_weights, save_weights
 from arrcoc_lab.errors import CheckpointError
 from arrcoc_lab.pipeline import load_pipeline
-from arrcoc_lab.presets import PipelineConfig, get_preset
+from arrcoc_lab.modeling.presets import PipelineConfig, get_preset
 
 
 def _load(*args, **kwargs):

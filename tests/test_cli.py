@@ -1,7 +1,7 @@
 import numpy as np
 from PIL import Image
 
-from arrcoc_lab.cli import main
+from arrcoc_lab.apps.cli import main
 
 
 def test_example_prints_two_questions_and_saves_map(tmp_path, capsys):

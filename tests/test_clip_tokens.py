@@ -1,7 +1,7 @@
 import torch
 
-from arrcoc_lab.clip_tokens import ClipConfig, ClipOnTokens, build_visual
-from arrcoc_lab.compressor import TokenSet
+from arrcoc_lab.modeling.clip_tokens import ClipConfig, ClipOnTokens, build_visual
+from arrcoc_lab.modeling.compressor import TokenSet
 
 
 def _clip():

@@ -1,7 +1,7 @@
 import torch
 
-from arrcoc_lab.compressor import Compressor, CompressorConfig
-from arrcoc_lab.geometry import Geometry
+from arrcoc_lab.modeling.compressor import Compressor, CompressorConfig
+from arrcoc_lab.modeling.geometry import Geometry
 
 G = Geometry(image_size=256, patch_size=8, cell_patches=8, levels=(1, 4, 16, 64))
 

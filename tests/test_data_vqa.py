@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from arrcoc_lab.data import ChartQA, DocVQA, TextVQA, load_dataset
-from arrcoc_lab.metrics import anls, relaxed_accuracy
+from arrcoc_lab.evaluation.metrics import anls, relaxed_accuracy
 
 
 def write_image(path, size=(40, 20), colour=(10, 200, 30)):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from arrcoc_lab.examples import example
+from arrcoc_lab.data.examples import example
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -38,7 +38,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def served(lab_pipe):
-    from arrcoc_lab.demo import build_app, launch
+    from arrcoc_lab.apps.demo import build_app, launch
 
     app = build_app(lab_pipe, max_image_pixels=MAX_PIXELS, concurrency=2, max_queue=32)
     url, share = launch(app, host="127.0.0.1", port=_free_port(), prevent_thread_lock=True)
@@ -271,7 +271,7 @@ def test_main_prints_url_and_refuses_bad_options(monkeypatch, capsys, lab_pipe):
     import gradio as gr
 
     import arrcoc_lab.pipeline
-    from arrcoc_lab.demo import main
+    from arrcoc_lab.apps.demo import main
 
     # checkpoint paths belong to the paper preset; bad numbers are refused before anything loads
     assert main(["--preset", "lab", "--sam-checkpoint", "sam.pth"]) == 2
@@ -290,7 +290,7 @@ def test_main_prints_url_and_refuses_bad_options(monkeypatch, capsys, lab_pipe):
 def test_unexpected_failure_is_reported_without_a_traceback(caplog):
     import gradio as gr
 
-    from arrcoc_lab.demo import _user_errors
+    from arrcoc_lab.apps.demo import _user_errors
 
     def broken(image, query):
         raise RuntimeError("cell grid mismatch")
@@ -309,7 +309,7 @@ def test_image_outputs_go_out_as_files_of_their_own_and_old_ones_are_swept(monke
     import os
     import tempfile
 
-    from arrcoc_lab import demo
+    from arrcoc_lab.apps import demo
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(demo, "_last_sweep", {"at": 0.0})

@@ -13,16 +13,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from arrcoc_lab.build import build_model
+from arrcoc_lab.modeling.build import build_model
 from arrcoc_lab.checkpoint import load_weights
-from arrcoc_lab.encoder_pretrain import (EncoderPretrainConfig, PixelDecoder, batch_indices, pretrain_encoder,
+from arrcoc_lab.training.encoder_pretrain import (EncoderPretrainConfig, PixelDecoder, batch_indices, pretrain_encoder,
                                          scene_pixels)
 from arrcoc_lab.errors import InputError, NonFiniteLossError
-from arrcoc_lab.features import sam_fingerprint
-from arrcoc_lab.presets import get_preset
+from arrcoc_lab.data.features import sam_fingerprint
+from arrcoc_lab.modeling.presets import get_preset
 
 ROOT = Path(__file__).resolve().parent.parent
-CMD = [sys.executable, "-m", "arrcoc_lab.cli", "train", "--phase", "encoder", "--preset", "tiny", "--n-scenes", "4",
+CMD = [sys.executable, "-m", "arrcoc_lab.apps.cli", "train", "--phase", "encoder", "--preset", "tiny", "--n-scenes", "4",
        "--batch-size", "4", "--log-every", "1", "--ckpt-every", "2", "--quiet"]
 
 

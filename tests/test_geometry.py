@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from arrcoc_lab.errors import InputError
-from arrcoc_lab.geometry import Geometry
-from arrcoc_lab.presets import get_preset
+from arrcoc_lab.modeling.geometry import Geometry
+from arrcoc_lab.modeling.presets import get_preset
 
 
 @pytest.mark.parametrize("preset", ["lab", "paper", "tiny"])

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from arrcoc_lab.errors import InputError
-from arrcoc_lab.latency import STAGES, LatencyConfig, measure_latency, write_latency_report
-from arrcoc_lab.trace import Trace
+from arrcoc_lab.evaluation.latency import STAGES, LatencyConfig, measure_latency, write_latency_report
+from arrcoc_lab.modeling.trace import Trace
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_trace_synchronises_only_when_asked(monkeypatch):
 
 
 def test_cli_writes_the_report(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "arrcoc_lab.cli", "latency", "--preset", "tiny", "--device", "cpu",
+    r = subprocess.run([sys.executable, "-m", "arrcoc_lab.apps.cli", "latency", "--preset", "tiny", "--device", "cpu",
                         "--dtype", "fp32", "--policies", "uniform", "--budgets", "64", "--runs", "1", "--warmup", "0",
                         "--quiet", "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arrcoc_lab import metrics as M
+from arrcoc_lab.evaluation import metrics as M
 
 # A 2x2 grid of 8-pixel cells: (row, col) -> box (x0, y0, x1, y1).
 CELLS = np.array([[[0, 0, 8, 8], [8, 0, 16, 8]],

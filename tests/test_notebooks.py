@@ -164,7 +164,7 @@ def test_notebook_runs(name, tmp_path, venv_kernel, shared_cache):
 def test_run_phase_names_the_failing_cell_and_refuses_unknown_parameters(tmp_path, venv_kernel, shared_cache, capsys):
     """`arrcoc-lab run-phase`: a failing cell exits non-zero and says which cell failed and why, with
     the executed notebook kept; a misspelt parameter is refused before anything runs."""
-    from arrcoc_lab.cli import main
+    from arrcoc_lab.apps.cli import main
 
     out = tmp_path / "out"
     common = ["run-phase", "reading", "--kernel", venv_kernel, "-p", "n_scenes", "2", "-p", "cache_dir",

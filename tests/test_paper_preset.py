@@ -16,9 +16,9 @@ import torch
 from tests import paper_fixtures as pf
 from arrcoc_lab.errors import CheckpointError
 from arrcoc_lab.pipeline import UntrainedWeightsWarning, load_pipeline
-from arrcoc_lab.presets import get_preset
-from arrcoc_lab.query_encoder import QueryEncoderConfig, build_query_encoder
-from arrcoc_lab.sam_encoder import SAM_VARIANTS, SamEncoder, SamEncoderConfig, check_state_dict
+from arrcoc_lab.modeling.presets import get_preset
+from arrcoc_lab.modeling.query_encoder import QueryEncoderConfig, build_query_encoder
+from arrcoc_lab.modeling.sam_encoder import SAM_VARIANTS, SamEncoder, SamEncoderConfig, check_state_dict
 
 STAGES = {"sam", "query", "relevance", "allocator", "compressor", "clip", "adapter", "projector", "llm"}
 

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from arrcoc_lab import InputError, load_pipeline
-from arrcoc_lab.allocator import POLICIES, get_policy
+from arrcoc_lab.policies import POLICIES, get_policy
 from arrcoc_lab.errors import InterfaceError
 from arrcoc_lab.pipeline import PipelineOutput, UntrainedWeightsWarning
 

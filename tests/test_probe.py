@@ -1,4 +1,4 @@
-"""Stage probes (arrcoc_lab/probe.py): the probe learns a spatial property, stage grids keep each
+"""Stage probes (arrcoc_lab/evaluation/probe.py): the probe learns a spatial property, stage grids keep each
 token at its place, bad input fails clearly."""
 from types import SimpleNamespace
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from arrcoc_lab.errors import InputError
-from arrcoc_lab.probe import (STAGES, TEXT_WINDOW_PX, answer_labels, crop_windows, probe_accuracy, probe_text,
+from arrcoc_lab.evaluation.probe import (STAGES, TEXT_WINDOW_PX, answer_labels, crop_windows, probe_accuracy, probe_text,
                               stage_grids, text_labels)
 
 
@@ -89,7 +89,7 @@ def test_stage_grids_crop_every_stage_to_the_same_window(lab_pipe):
 
 
 def test_text_probe_references_come_first_on_the_image_and_patch_grids(lab_pipe):
-    from arrcoc_lab.features import SceneTensors
+    from arrcoc_lab.data.features import SceneTensors
 
     g = lab_pipe.geometry
     n, S, P = 10, g.image_size, g.patches_per_side

@@ -2,9 +2,9 @@
 pass-through CLIP initialisation it is paired with in the lab preset."""
 import torch
 
-from arrcoc_lab.clip_tokens import ClipConfig, ClipOnTokens, build_visual
-from arrcoc_lab.compressor import TokenSet
-from arrcoc_lab.reader import END, IGNORE, ReaderConfig, RegionReader, region_tokens
+from arrcoc_lab.modeling.clip_tokens import ClipConfig, ClipOnTokens, build_visual
+from arrcoc_lab.modeling.compressor import TokenSet
+from arrcoc_lab.training.reader import END, IGNORE, ReaderConfig, RegionReader, region_tokens
 
 
 def test_targets_spell_bytes_then_end_then_ignore():

@@ -1,4 +1,4 @@
-"""Reading probe (arrcoc_lab/reading_probe.py) and the reader's greedy decoding: a reader learns to
+"""Reading probe (arrcoc_lab/evaluation/reading_probe.py) and the reader's greedy decoding: a reader learns to
 spell text that its window shows, fails on windows that hold none, and bad input fails clearly."""
 from types import SimpleNamespace
 
@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from arrcoc_lab.errors import InputError
-from arrcoc_lab.features import SceneTensors
-from arrcoc_lab.reader import END, RegionReader
-from arrcoc_lab.llm import LLMConfig
-from arrcoc_lab.reading_probe import (probe_reading, reading_accuracy, reading_questions, reading_samples,
+from arrcoc_lab.data.features import SceneTensors
+from arrcoc_lab.training.reader import END, RegionReader
+from arrcoc_lab.modeling.llm import LLMConfig
+from arrcoc_lab.evaluation.reading_probe import (probe_reading, reading_accuracy, reading_questions, reading_samples,
                                       reading_scaling)
 
 WORDS = ["ab", "cd", "ef", "gh"]

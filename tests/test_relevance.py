@@ -1,8 +1,8 @@
 import torch
 
-from arrcoc_lab.geometry import Geometry
-from arrcoc_lab.query_encoder import QueryEncoding
-from arrcoc_lab.relevance import RelevanceAnalyzer, RelevanceConfig, cell_entropy
+from arrcoc_lab.modeling.geometry import Geometry
+from arrcoc_lab.modeling.query_encoder import QueryEncoding
+from arrcoc_lab.modeling.relevance import RelevanceAnalyzer, RelevanceConfig, cell_entropy
 
 G = Geometry(image_size=128, patch_size=8, cell_patches=8, levels=(1, 4, 16, 64))
 

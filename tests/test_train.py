@@ -14,16 +14,17 @@ import torch
 from safetensors.torch import load_file
 
 from arrcoc_lab.errors import NonFiniteLossError
-from arrcoc_lab.phases import PHASES, Curriculum, PhaseConfig, get_phase
+from arrcoc_lab.training.phases import PHASES, Curriculum, PhaseConfig, get_phase
 import numpy as np
 
-from arrcoc_lab.allocator import solve_knapsack
-from arrcoc_lab.features import target_cells
-from arrcoc_lab.train import (TrainConfig, load_train_data, mixed_allocation, run_phase, sample_indices,
-                              target_full_budget)
+from arrcoc_lab.modeling.allocator import solve_knapsack
+from arrcoc_lab.data.features import target_cells
+from arrcoc_lab.training.config import TrainConfig
+from arrcoc_lab.training.loop import run_phase
+from arrcoc_lab.training.sampling import load_train_data, mixed_allocation, sample_indices, target_full_budget
 
 ROOT = Path(__file__).resolve().parent.parent
-CMD = [sys.executable, "-m", "arrcoc_lab.cli", "train", "--preset", "lab", "--n-scenes", "6", "--batch-size", "4",
+CMD = [sys.executable, "-m", "arrcoc_lab.apps.cli", "train", "--preset", "lab", "--n-scenes", "6", "--batch-size", "4",
        "--log-every", "2", "--ckpt-every", "2", "--quiet"]
 
 
@@ -181,7 +182,7 @@ def test_high_res_steps_put_detail_targets_at_full_resolution(lab_data):
 
 
 def test_target_full_budget_counts_the_smooth_ramp():
-    from arrcoc_lab.geometry import Geometry
+    from arrcoc_lab.modeling.geometry import Geometry
     g = Geometry(image_size=256, patch_size=8, cell_patches=8, levels=(1, 4, 16, 64))
     t = np.zeros((4, 4))
     t[0, 0] = 1
@@ -199,7 +200,7 @@ def test_one_render_fills_features_and_fields_in_parallel_and_in_process(lab_dat
     """Workers render, this process encodes: the cache (features, pixels, questions, boxes) is the
     same with 0 or 2 rendering processes, matches the dataset, and a later load renders nothing."""
     from arrcoc_lab.data import load_dataset
-    from arrcoc_lab.features import SAMPLE_FIELDS, encode_scenes
+    from arrcoc_lab.data.features import SAMPLE_FIELDS, encode_scenes
 
     model = lab_data[0].model
     built = {}
@@ -226,7 +227,7 @@ def test_cache_chunks_written_without_fields_get_them_added_once(lab_data, tmp_p
     from safetensors import safe_open
     from safetensors.torch import save_file
     from arrcoc_lab.data import load_dataset
-    from arrcoc_lab.features import encode_scenes
+    from arrcoc_lab.data.features import encode_scenes
 
     pipe, data, cfg = lab_data
     chunks = list(Path(cfg.cache_dir).glob("scenebench-train-*.safetensors"))

@@ -12,8 +12,8 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from arrcoc_lab import viz
-from arrcoc_lab.examples import SEED_QUESTIONS
+from arrcoc_lab.apps import rendering
+from arrcoc_lab.data.examples import SEED_QUESTIONS
 from widgets import Inspector
 from widgets.render import DIFF_CMAP, cmap_rgb
 from widgets.sources import SKIMAGE

@@ -20,7 +20,7 @@ A changes. View, colormap, opacity and cell selection only redraw.
 Drawing library — plain PNGs in ipywidgets, with one tiny anywidget (`CellCanvas`, an ES-module
 string: nothing to build, anywidget's prebuilt JupyterLab extension ships in its wheel) for click
 to select a cell and the selected-cell outline. Why:
-  * the picture is exactly `arrcoc_lab.viz.overlay(...)`, the same pixels the CLI and the Gradio
+  * the picture is exactly `arrcoc_lab.apps.rendering.overlay(...)`, the same pixels the CLI and the Gradio
     demo show, so tests assert array equality instead of re-deriving a plot's colour mapping;
   * plotly's FigureWidget is itself an anywidget whose ES module is the whole plotly.js bundle
     (~5 MB) per instance, sent over the comm and saved into the notebook's widget state —
@@ -39,7 +39,7 @@ from collections import OrderedDict
 import ipywidgets as W
 import numpy as np
 
-from arrcoc_lab import viz
+from arrcoc_lab.apps import rendering
 from arrcoc_lab.inputs import load_image
 
 from .canvas import CellCanvas
@@ -236,7 +236,7 @@ class Inspector:
         m = self.mode.value
         if m != "custom":
             g = self.pipe.geometry
-            value = (self.pipe.model.allocator.resolve_budget(self.policy.value, None) if m == "default"
+            value = (self.pipe.resolve(self.policy.value)[1] if m == "default"
                      else g.quality_budgets[m])
             with self._quiet():
                 self.budget.value = int(np.clip(value, g.min_tokens, g.max_tokens))
@@ -280,7 +280,7 @@ class Inspector:
         self.render()
 
     def _output(self, query: str, budget, policy: str):
-        resolved = self.pipe.model.allocator.resolve_budget(policy, budget)  # "balanced" and 45 are one key
+        resolved = self.pipe.resolve(policy, budget)[1]  # "balanced" and 45 are one key
         key = (self._image_version, query, resolved, policy)
         if key in self._memo:
             self._memo.move_to_end(key)

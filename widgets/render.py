@@ -1,5 +1,5 @@
 """Pictures and HTML for the inspector: PNG encoding, colour bars, the A − B difference overlay
-and the per-cell / timing tables. The overlays themselves come from `arrcoc_lab.viz` so the
+and the per-cell / timing tables. The overlays themselves come from `arrcoc_lab.apps.rendering` so the
 widget shows exactly what the CLI and the Gradio demo show."""
 from __future__ import annotations
 

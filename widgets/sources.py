@@ -33,7 +33,7 @@ class Source:
 
 
 def _example(dataset: str, index: int, image_size: int, patch_size: int) -> tuple[np.ndarray, list[str]]:
-    from arrcoc_lab.examples import example
+    from arrcoc_lab.data.examples import example
 
     try:
         ex = example(dataset, index, image_size=image_size, patch_size=patch_size)

@@ -1,0 +1,163 @@
+"""Evaluation on a dataset split: answers, where the budget went, and what it cost, per policy.
+
+`evaluate()` runs the model batch by batch on cached SAM features and returns one row per
+question; `summarize()` turns rows into the report's numbers (accuracy by difficulty and family,
+target token share and lift, query dependence, accuracy by token bucket, misclassification rate,
+tier by difficulty, latency percentiles). `run_eval()` is the `arrcoc-lab eval` command: it writes
+metrics JSON and figures under reports/.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import metrics as M
+from ..modeling.allocator import stable_seed
+from ..policies import get_policy
+from ..checkpoint import atomic_write_text, write_jsonl
+from ..data.features import encode_scenes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalSet:
+    samples: list  # arrcoc_lab.data.Sample (images are not kept: features hold what the model needs)
+    scenes: object  # features.SceneTensors
+    image_hw: tuple[int, int]
+    spec: str
+
+
+def load_eval_set(model, spec: str = "scenebench:test", n_scenes: int = 100, cache_dir: str = "cache",
+                  progress: bool = True) -> EvalSet:
+    from ..data import SYNTHETIC, load_dataset
+
+    g = model.geometry
+    name = spec.split(":", 1)[0]
+    per_scene = SYNTHETIC[name].QUESTIONS_PER_SCENE if name in SYNTHETIC else 1
+    ds = load_dataset(spec, n=n_scenes * per_scene, image_size=g.image_size, patch_size=g.patch_size)
+    if not hasattr(ds, "num_scenes"):
+        raise ValueError(f"evaluation on {spec!r} needs a synthetic dataset with scenes; real VQA files are "
+                         "evaluated image by image with the pipeline")
+    scenes = encode_scenes(model, ds, cache_dir, progress=progress)
+    samples = [ds[i] for i in range(len(ds))]
+    return EvalSet(samples, scenes, samples[0].image.shape[:2], spec)
+
+
+@torch.no_grad()
+def evaluate(model, es: EvalSet, policy: str, budget=None, batch_size: int = 32, progress: bool = True,
+             max_new_tokens: int | None = None) -> list[dict]:
+    p = get_policy(policy)
+    budget = model.allocator.resolve_budget(p, budget)  # once per run: None is the policy's default
+    g = model.geometry
+    boxes = g.cell_boxes(*es.image_hw)
+    min_cell = g.levels[g.min_level]
+    rows = []
+    device = next(model.relevance.parameters()).device
+    for start in tqdm(range(0, len(es.samples), batch_size), desc=f"eval {policy}@{budget}", disable=not progress):
+        chunk = es.samples[start:start + batch_size]
+        idx = es.scenes.rows([s.scene_index for s in chunk])
+        feats = es.scenes.features[idx].float().to(device)
+        pixels = es.scenes.pixels[idx].float().to(device)
+        qs = [s.question for s in chunk]
+        out = model(pixels, qs, policy=p, budget=budget, features=feats, generate=True,
+                    seeds=[stable_seed(s.id) for s in chunk], max_new_tokens=max_new_tokens)
+        a = out.trace.allocation
+        for i, s in enumerate(chunk):
+            tpc = a.tokens_per_cell[i].cpu().numpy()
+            row = {"id": s.id, "scene": s.scene_index, "family": s.family, "difficulty": s.difficulty,
+                   "question": s.question, "answer": s.answer, "pred": out.answers[i],
+                   "correct": M.exact_match(out.answers[i], s.answers or s.answer),
+                   "num_tokens": int(tpc.sum()), "budget": int(a.budgets[i]), "tier": a.tiers[i],
+                   "tokens_per_cell": tpc.tolist(), "target_box": list(s.target_box) if s.target_box else None}
+            if s.target_box:
+                ts = M.target_token_share(tpc, boxes, s.target_box, np.minimum(tpc, min_cell))  # token-level policies may leave a cell empty
+                row.update(share=ts.share, area_share=ts.area_share, lift=ts.lift)
+            rows.append(row)
+        rows[-1]["timings"] = {k: v / len(chunk) for k, v in out.trace.timings.items()}  # per-sample, per batch
+    return rows
+
+
+def summarize(rows: list[dict], geometry) -> dict:
+    g = geometry
+    acc = lambda rs: float(np.mean([r["correct"] for r in rs])) if rs else float("nan")
+    by = lambda key: {k: acc(v) for k, v in _group(rows, key).items()}
+    detail = [r for r in rows if r["difficulty"] == "detail"]
+    gist = [r for r in rows if r["difficulty"] == "gist"]
+    lifts = [r["lift"] for r in detail if "lift" in r and np.isfinite(r["lift"])]
+    shares = [r["share"] for r in detail if "share" in r]
+    boxes = g.cell_boxes()
+    qd = []
+    for scene_rows in _group(detail, "scene").values():
+        with_box = [r for r in scene_rows if r["target_box"]]
+        if len(with_box) >= 2 and with_box[0]["target_box"] != with_box[1]["target_box"]:
+            a, b = with_box[:2]
+            ta, tb = np.array(a["tokens_per_cell"]), np.array(b["tokens_per_cell"])
+            floor = np.minimum(np.minimum(ta, tb), g.levels[g.min_level])  # token-level policies may leave a cell empty
+            qd.append(M.query_dependence(ta, tb, boxes, a["target_box"], b["target_box"], floor))
+    edges = sorted({g.min_tokens, g.budget_for_mode("balanced"), g.uniform_budget, g.budget_for_mode("accurate"),
+                    g.max_tokens + 1})
+    threshold = g.hard_query_min_tokens
+    tiers = defaultdict(lambda: defaultdict(int))
+    for r in rows:
+        if r.get("tier"):
+            tiers[r["difficulty"]][r["tier"]] += 1
+    timings = [r["timings"] for r in rows if "timings" in r]
+    return {
+        "n": len(rows),
+        "accuracy": acc(rows), "accuracy_gist": acc(gist), "accuracy_detail": acc(detail),
+        "accuracy_by_family": by("family"),
+        "avg_tokens": float(np.mean([r["num_tokens"] for r in rows])),
+        "avg_tokens_gist": float(np.mean([r["num_tokens"] for r in gist])) if gist else float("nan"),
+        "avg_tokens_detail": float(np.mean([r["num_tokens"] for r in detail])) if detail else float("nan"),
+        "target_share_detail": float(np.mean(shares)) if shares else float("nan"),
+        "target_lift_detail": float(np.mean(lifts)) if lifts else float("nan"),
+        "query_dependence": M.query_dependence_rate(qd) if qd else {"rate": float("nan"), "n": 0},
+        "accuracy_by_tokens": [b.__dict__ if hasattr(b, "__dict__") else b._asdict()
+                               for b in M.accuracy_by_token_bucket([r["num_tokens"] for r in rows],
+                                                                   [r["correct"] for r in rows], edges)],
+        "misclassification_rate": M.misclassification_rate([r["num_tokens"] for r in rows],
+                                                           [r["difficulty"] for r in rows], threshold),
+        "misclassification_threshold": threshold,
+        "tiers_by_difficulty": {k: dict(v) for k, v in tiers.items()},
+        "latency": M.latency_percentiles(timings) if timings else {},
+    }
+
+
+def _group(rows, key):
+    out = defaultdict(list)
+    for r in rows:
+        out[r[key]].append(r)
+    return out
+
+
+def run_eval(pipe, data: str, policies: list[str], budget, n_scenes: int, out_dir: str | Path,
+             cache_dir: str = "cache", batch_size: int = 32, progress: bool = True) -> dict:
+    """`arrcoc-lab eval`: every policy on one split at one budget → metrics.json + figures."""
+    from .viz_report import accuracy_by_bucket_figure, allocation_examples_figure
+
+    model = pipe.model
+    budget = model.allocator.resolve_budget(get_policy("arrcoc"), budget) if budget is not None else None
+    es = load_eval_set(model, data, n_scenes, cache_dir, progress)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {"data": data, "n_scenes": n_scenes, "budget": budget, "preset": pipe.config.preset,
+              "weights": pipe.config.weights, "policies": {}}
+    all_rows = {}
+    for policy in policies:
+        rows = evaluate(model, es, policy, budget, batch_size, progress)
+        all_rows[policy] = rows
+        report["policies"][policy] = summarize(rows, model.geometry)
+    atomic_write_text(out_dir / "metrics.json", json.dumps(report, indent=2, default=float))
+    atomic_write_text(out_dir / "config.json", json.dumps(pipe.config.to_dict(), indent=2))
+    write_jsonl(out_dir / "rows.jsonl", ({"policy": policy, **r} for policy, rows in all_rows.items() for r in rows))
+    accuracy_by_bucket_figure(report, out_dir / "accuracy_by_tokens.png")
+    allocation_examples_figure(es, all_rows, model.geometry, out_dir / "allocation_examples.png")
+    return report

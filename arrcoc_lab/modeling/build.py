@@ -1,0 +1,65 @@
+"""Build an ARR-COC model from a PipelineConfig: each stage from its own config, widths wired
+from the stages actually built (the resolved values are written back into the config)."""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from .adapter import QualityAdapter
+from .allocator import Allocator
+from ..checkpoint import load_weights
+from .clip_tokens import ClipOnTokens, build_visual
+from .compressor import Compressor
+from .llm import LanguageModel, build_llm
+from .model import ARRCOC
+from .presets import PipelineConfig
+from .projector import Projector
+from .query_encoder import build_query_encoder
+from .relevance import RelevanceAnalyzer
+from .sam_encoder import SamEncoder
+
+log = logging.getLogger(__name__)
+
+
+def build_model(cfg: PipelineConfig, load: bool = True) -> ARRCOC:
+    """Random initialisation is seeded by cfg.seed inside a forked RNG: the same config always
+    builds the same weights (the frozen lab SAM and its feature cache depend on it), and the
+    caller's random state is left untouched."""
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        model = _build(cfg)
+    if load and cfg.weights:
+        load_weights(model, cfg.weights)
+    return model.eval()
+
+
+def _build(cfg: PipelineConfig) -> ARRCOC:
+    g = cfg.geometry
+    sam = SamEncoder(cfg.sam)
+    cfg.sam = sam.cfg
+    query_encoder = build_query_encoder(cfg.query)
+    cfg.relevance.query_dim = cfg.allocator.query_dim = query_encoder.dim
+    cfg.relevance.in_dim = cfg.compressor.in_dim = cfg.allocator.feature_dim = sam.out_chans
+    visual = build_visual(cfg.clip)
+    clip = ClipOnTokens(visual, cfg.compressor.dim)
+    cfg.adapter.dim = cfg.projector.in_dim = clip.out_dim
+    cfg.adapter.n_levels = len(g.levels)
+    lm, tokenizer = build_llm(cfg.llm)
+    llm = LanguageModel(cfg.llm, lm, tokenizer)
+    cfg.projector.out_dim = llm.hidden_size
+    if cfg.clip.grad_checkpointing:
+        clip.set_grad_checkpointing(True)
+    return ARRCOC(
+        geometry=g,
+        sam=sam,
+        query_encoder=query_encoder,
+        relevance=RelevanceAnalyzer(cfg.relevance, g),
+        allocator=Allocator(cfg.allocator, g),
+        compressor=Compressor(cfg.compressor, g),
+        clip=clip,
+        adapter=QualityAdapter(cfg.adapter),
+        projector=Projector(cfg.projector),
+        llm=llm,
+        probes=cfg.probes,
+    )

@@ -1,0 +1,3 @@
+"""Training (DESIGN §3): the phases as data, batch sampling, the losses, one loop for every phase
+(CPU, one GPU or many through Accelerate), exact-resume checkpoints, the optional encoder phase and
+the phase-0 region reader."""

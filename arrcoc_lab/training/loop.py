@@ -1,0 +1,137 @@
+"""One training loop for every phase (phases.py), on CPU, one GPU or many through HF Accelerate.
+A resumed run continues exactly (sampling.py draws every batch from seeded generators; the
+checkpoint holds the optimizer, the scheduler and the RNG state)."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..checkpoint import atomic_write_text, save_weights
+from ..errors import NonFiniteLossError
+from .checkpoints import load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .phases import PhaseConfig, get_phase
+from .sampling import TrainData, make_batch
+from .step import TrainStep, set_trainable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PhaseResult:
+    phase: str
+    steps: int
+    history: list[dict] = field(default_factory=list)  # one row every log_every steps
+    weights: str = ""  # final model.safetensors
+    samples: str = ""  # allocation decision log (jsonl)
+
+
+def run_phase(model, data: TrainData, phase: PhaseConfig | str, cfg: TrainConfig, out_dir: str | Path,
+              resume: bool = True, pipeline_config: dict | None = None) -> PhaseResult:
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    phase = get_phase(phase) if isinstance(phase, str) else phase
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    acc = Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision,
+                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    torch.manual_seed(cfg.seed)
+    if cfg.gradient_checkpointing:
+        model.clip.set_grad_checkpointing(True)
+        model.llm.model.gradient_checkpointing_enable()
+    params = set_trainable(model, phase)
+    step_module = TrainStep(model, phase)
+    if step_module.reader is not None:
+        params += list(step_module.reader.parameters())
+    model.train()
+    optimizer = torch.optim.AdamW(params, lr=phase.lr, weight_decay=phase.weight_decay)
+    lr_at = lambda s: min(1.0, (s + 1) / max(phase.warmup, 1)) * 0.5 * (1 + math.cos(math.pi * min(s / max(phase.steps, 1), 1.0)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    start, history = load_checkpoint(out_dir, model, optimizer, scheduler, step_module.reader) if resume else (0, [])
+    wrapped, optimizer = acc.prepare(step_module, optimizer)
+    config = {"phase": asdict(phase), "train": asdict(cfg), "pipeline": pipeline_config}
+    if acc.is_main_process:
+        atomic_write_text(out_dir / "train_config.json", json.dumps(config, indent=2, default=str))
+    samples_path = out_dir / "allocation_samples.jsonl"
+    bar = tqdm(range(start, phase.steps), desc=phase.name, disable=not (cfg.progress and acc.is_main_process),
+               initial=start, total=phase.steps)
+    running: dict[str, list[float]] = {}
+    for step in bar:
+        batch = make_batch(data, model, phase, step, cfg, acc.process_index, acc.num_processes, acc.device)
+        with acc.autocast():
+            out = wrapped(batch)
+        terms = {k: v for k, v in out.items() if not k.startswith("_")}
+        for k, v in terms.items():
+            if not torch.isfinite(v):
+                raise NonFiniteLossError(f"non-finite {k} loss at step {step} of {phase.name} "
+                                         f"(component: {_component(k)}); lower the learning rate or resume from the last checkpoint")
+        total = sum(w * terms[k] for k, w in phase.losses.items() if k in terms)  # unweighted terms are only logged
+        acc.backward(total)
+        if cfg.max_grad_norm:
+            acc.clip_grad_norm_(params, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        _accumulate(running, terms, out, model.geometry)
+        if (step + 1) % cfg.log_every == 0 or step + 1 == phase.steps:
+            row = {"step": step + 1, "lr": scheduler.get_last_lr()[0], **{k: float(np.mean(v)) for k, v in running.items()}}
+            history.append(row)
+            running = {}
+            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("answer", "relevance", "avg_tokens")})
+            if phase.allocation in ("gumbel", "model"):  # collapse is a property of learned allocations
+                _warn_collapse(row, phase.name, step + 1)
+        if acc.is_main_process and "_levels" in out and (step + 1) % cfg.sample_log_every == 0:
+            _log_samples(samples_path, step + 1, batch, out, model.geometry)
+        if acc.is_main_process and (step + 1) % cfg.ckpt_every == 0 and step + 1 < phase.steps:
+            save_checkpoint(out_dir, model, optimizer, scheduler, step + 1, history, config, step_module.reader)
+    acc.wait_for_everyone()
+    model.eval()
+    result = PhaseResult(phase.name, phase.steps, history, str(out_dir / "model.safetensors"), str(samples_path))
+    if acc.is_main_process:
+        save_weights(model, out_dir / "model.safetensors", config=pipeline_config)
+        atomic_write_text(out_dir / "history.json", json.dumps(history, indent=1))
+    return result
+
+
+def _component(term: str) -> str:
+    return {"answer": "LLM / downstream", "relevance": "relevance analyzer", "tier": "tier classifier",
+            "efficiency": "allocator level head", "diversity": "allocator level head",
+            "consistency": "adapter / projector", "read": "region reader / downstream"}.get(term, term)
+
+
+def _accumulate(running, terms, out, g):
+    for k, v in terms.items():
+        running.setdefault(k, []).append(float(v.detach()))
+    for k in ("_answer_detail", "_answer_gist", "_read_acc"):
+        if k in out:
+            running.setdefault(k[1:], []).append(float(out[k]))
+    if "_levels" in out:
+        tokens = torch.tensor(g.levels)[out["_levels"].cpu()]
+        running.setdefault("avg_tokens", []).append(float(tokens.flatten(1).sum(1).float().mean()))
+        usage = torch.bincount(out["_levels"].cpu().flatten(), minlength=len(g.levels)).float()
+        for lv, u in enumerate((usage / usage.sum()).tolist()):
+            running.setdefault(f"level{lv}_share", []).append(u)
+
+
+def _warn_collapse(row: dict, phase: str, step: int) -> None:
+    shares = [v for k, v in row.items() if k.startswith("level") and k.endswith("_share")]
+    if shares and max(shares) > 0.9:
+        log.warning("%s step %d: allocator collapsing — %.0f%% of cells at one level (%s)", phase, step,
+                    100 * max(shares), ", ".join(f"{v:.2f}" for v in shares))
+
+
+def _log_samples(path: Path, step: int, batch: dict, out: dict, g) -> None:
+    tokens = torch.tensor(g.levels)[out["_levels"].cpu()]
+    preds = out.get("_pred") or [None] * len(batch["questions"])
+    with open(path, "a") as f:
+        for i in range(min(4, len(batch["questions"]))):
+            f.write(json.dumps({"step": step, "question": batch["questions"][i], "answer": batch["answers"][i],
+                                "teacher_forced_prediction": preds[i], "tokens_per_cell": tokens[i].tolist()}) + "\n")

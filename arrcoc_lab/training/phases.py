@@ -1,0 +1,112 @@
+"""The training curriculum as data: which modules train, at what learning rate, under which
+losses, with which kind of allocation. One loop (train.py) runs any phase.
+
+  encoder  (optional, before phase 0; its own loop in encoder_pretrain.py, not a PhaseConfig) the lab
+           SAM learns without labels to keep each patch's pixels, then is frozen for good.
+  phase0   downstream pre-training (compressor heads, CLIP, adapter, projector, LLM) on randomised
+           allocations. Allowed because no pretrained CLIP/LLM can be downloaded here; it also makes
+           one downstream that accepts any allocation, so policies can be compared on equal terms.
+           Plus `read`: a training-only region reader (reader.py) spells the answer from the target
+           region's visual tokens, so the downstream keeps character shape for the LLM to read.
+  phase1a  allocator pre-training on region labels: the relevance analyzer learns which cells hold
+           the question's target; the tier classifier learns gist → fast, detail → accurate.
+  phase1   allocator + adapter, CLIP and LLM frozen: answer CE + efficiency (penalty above the
+           target average budget) + tier diversity (KL of level usage to uniform); levels chosen by
+           Gumbel-softmax with straight-through gradients.
+  phase2   CLIP + adapter, allocator frozen: answer CE + distribution consistency (projected visual
+           tokens match the statistics of the LLM's own input embeddings).
+  phase3   end to end, efficiency kept.
+The seeds' 1 ↔ 2 iteration is `rounds` in TrainConfig. `uniform_ft` is outside the curriculum: it
+gives the benchmark's uniform baseline a downstream of its own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from ..errors import InputError
+
+MODULES = ("relevance", "allocator", "compressor", "clip", "adapter", "projector", "llm")
+LOSSES = ("answer", "relevance", "tier", "efficiency", "diversity", "consistency", "read")
+ALLOCATIONS = ("none", "mixed", "model", "gumbel", "uniform")
+
+
+@dataclass
+class PhaseConfig:
+    name: str  # registry key
+    trainable: tuple[str, ...]  # ARRCOC submodules that train; everything else is frozen
+    losses: dict[str, float]  # loss term → weight (terms: answer, relevance, tier, efficiency, diversity, consistency, read)
+    allocation: str = "mixed"  # none | mixed (random budgets × oracle/random/uniform/model utilities) | model (knapsack on learned relevance) | gumbel (straight-through from relevance) | uniform (fixed 16× everywhere)
+    lr: float = 1e-3  # peak learning rate (AdamW, cosine decay after warmup)
+    weight_decay: float = 0.01
+    warmup: int = 20  # warm-up steps
+    steps: int = 200  # optimisation steps
+    target_budget: str = "uniform"  # efficiency: average tokens allowed ("uniform" or a quality mode)
+    tau: float = 1.0  # Gumbel-softmax temperature
+    budget_floor: float = 0.25  # efficiency also penalises a batch-average spend below the target, at this weight (0 = one-sided, as in the seeds)
+    detail_share: float | None = None  # fraction of each batch drawn from fine-detail questions (None = as in the data, ~1/3)
+    high_res_steps: float = 0.0  # mixed allocation: share of steps whose targeted detail samples get their target at full resolution
+    description: str = ""
+
+    def __post_init__(self):
+        bad = set(self.trainable) - set(MODULES)
+        if bad:
+            raise InputError(f"phase {self.name}: unknown modules {sorted(bad)}; known: {list(MODULES)}")
+        bad = set(self.losses) - set(LOSSES)
+        if bad:
+            raise InputError(f"phase {self.name}: unknown losses {sorted(bad)}; known: {list(LOSSES)}")
+        if self.detail_share is not None and not 0.0 <= self.detail_share <= 1.0:
+            raise InputError(f"phase {self.name}: detail_share must be in [0, 1], got {self.detail_share}")
+        if not 0.0 <= self.high_res_steps <= 1.0:
+            raise InputError(f"phase {self.name}: high_res_steps must be in [0, 1], got {self.high_res_steps}")
+        if self.budget_floor < 0:
+            raise InputError(f"phase {self.name}: budget_floor must be ≥ 0, got {self.budget_floor}")
+        if self.allocation not in ALLOCATIONS:
+            raise InputError(f"phase {self.name}: unknown allocation {self.allocation!r}; known: {list(ALLOCATIONS)}")
+
+
+DOWNSTREAM = ("compressor", "clip", "adapter", "projector", "llm")
+
+PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
+    PhaseConfig("phase0", DOWNSTREAM, {"answer": 1.0, "read": 0.5}, allocation="mixed", lr=1e-3, steps=1500,
+                detail_share=0.5, high_res_steps=0.2,
+                description="downstream pre-training on randomised allocations"),
+    PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
+                lr=2e-3, steps=300, detail_share=0.5, description="allocator pre-training on region labels and tiers"),
+    PhaseConfig("phase1", ("relevance", "allocator", "adapter"),
+                {"answer": 1.0, "efficiency": 0.5, "diversity": 0.05, "relevance": 0.5}, allocation="gumbel",
+                lr=3e-4, steps=150, detail_share=0.5, budget_floor=2.0,
+                description="allocator + adapter; CLIP and LLM frozen"),
+    PhaseConfig("phase2", ("clip", "adapter", "compressor"), {"answer": 1.0, "consistency": 0.1}, allocation="model",
+                lr=3e-4, steps=150, detail_share=0.5, description="adapt CLIP (and adapter); allocator frozen"),
+    PhaseConfig("phase3", ("relevance", "allocator") + DOWNSTREAM,
+                {"answer": 1.0, "efficiency": 0.5, "relevance": 0.5}, allocation="gumbel", lr=1e-4, steps=150, detail_share=0.5,
+                budget_floor=2.0, description="end to end, efficiency kept"),
+    # not part of the curriculum: the uniform baseline's own downstream for the benchmark (issue 5),
+    # the shipped downstream adapted to fixed 16x allocations for as many steps as phases 2 + 3
+    # adapt it to arrcoc's, so each policy is also compared with a downstream tuned to it
+    PhaseConfig("uniform_ft", DOWNSTREAM, {"answer": 1.0}, allocation="uniform", lr=2e-4, steps=200, detail_share=0.5,
+                description="uniform baseline's own downstream: fine-tuned on fixed 16x allocations"),
+)}
+
+
+def get_phase(name: str, **overrides) -> PhaseConfig:
+    if name not in PHASES:
+        raise InputError(f"unknown phase {name!r}; known: {sorted(PHASES)}")
+    return replace(PHASES[name], **overrides)
+
+
+@dataclass
+class Curriculum:
+    phases: list[str] = field(default_factory=lambda: ["phase1a", "phase0", "phase1", "phase2", "phase3"])
+    rounds: int = 1  # repetitions of the phase1 ↔ phase2 iteration
+
+    def expanded(self) -> list[str]:
+        out = []
+        for p in self.phases:
+            if p == "phase1" and self.rounds > 1 and "phase2" in self.phases:
+                continue
+            if p == "phase2" and self.rounds > 1:
+                out += ["phase1", "phase2"] * self.rounds
+                continue
+            out.append(p)
+        return out

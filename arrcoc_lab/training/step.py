@@ -1,0 +1,86 @@
+"""One training step's loss terms, computed through the model's own forward (one forward path:
+what trains is what is tested and served). The phase's `allocation` picks the training mode of
+that forward:
+
+  none     the analyzer alone (stop_after="relevance")
+  mixed    OraclePolicy: phase 0's randomised utilities and budgets (sampling.mixed_allocation)
+  model    the arrcoc policy on the learned relevance, at randomised budgets
+  gumbel   straight-through Gumbel-softmax levels from the relevance (gumbel_tau)
+  uniform  the uniform policy at the uniform budget
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..policies import OraclePolicy, get_policy
+from .losses import allocation_losses, consistency_loss, relevance_loss
+from .phases import PhaseConfig
+from .reader import ReaderConfig, RegionReader, region_tokens
+
+
+class TrainStep(nn.Module):
+    """Computes the phase's loss terms for one batch; wrapping it (not the model's parts) in DDP
+    keeps gradient synchronisation correct."""
+
+    def __init__(self, model, phase: PhaseConfig):
+        super().__init__()
+        self.model, self.phase = model, phase
+        # training-only auxiliary (reader.py): lives here, not in the model, and is saved with the checkpoint
+        self.reader = RegionReader(model.llm.hidden_size, ReaderConfig()) if "read" in phase.losses else None
+
+    def allocation_mode(self, batch: dict):
+        """(policy, per-sample budgets, Gumbel temperature or None) for this phase's allocation."""
+        ph, g = self.phase, self.model.geometry
+        n = len(batch["questions"])
+        if ph.allocation == "mixed":
+            return OraclePolicy(batch["utility"]), batch["budgets"], None
+        if ph.allocation == "model":
+            return get_policy("arrcoc"), batch["budgets"], None
+        if ph.allocation == "gumbel":
+            return get_policy("arrcoc"), [g.uniform_budget] * n, ph.tau
+        return get_policy("uniform"), [g.uniform_budget] * n, None  # uniform, and none (unused)
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        m, ph = self.model, self.phase
+        policy, budgets, tau = self.allocation_mode(batch)
+        # the analyzer and query encoder only run when the phase reads them (a third of a phase-0 step)
+        analyze = bool({"relevance", "tier"} & set(ph.losses)) or ph.allocation in ("gumbel", "model")
+        res = m(batch["pixels"], batch["questions"], policy=policy, budget=budgets, features=batch["features"],
+                answers=batch["answers"] if "answer" in ph.losses else None, generate=False,
+                seeds=batch["noise_seeds"], gumbel_tau=tau, analyze=analyze, probes=False,
+                stop_after="relevance" if ph.allocation == "none" else None)
+        tr, out = res.trace, {}
+        if "relevance" in ph.losses:
+            out["relevance"] = relevance_loss(tr.relevance.cell_logit, batch["target_cells"])
+        if "tier" in ph.losses:
+            out["tier"] = F.cross_entropy(m.allocator.tier_classifier(tr.query.pooled, batch["features"]), batch["tiers"])
+        if ph.allocation == "none":
+            return out
+        a = tr.allocation
+        if a.level_logits is not None:
+            out.update(allocation_losses(a.level_logits, a.level_weights, m.geometry, ph))
+        if "answer" in ph.losses:
+            per = res.answer_loss.per_sample
+            out["answer"], out["_pred"] = per.mean(), res.answer_loss.predictions
+            if "detail" in batch:  # logged apart: gist questions dominate the mean and hide whether text is read
+                for name, sel in (("detail", batch["detail"]), ("gist", ~batch["detail"])):
+                    if sel.any():
+                        out[f"_answer_{name}"] = per.detach()[sel].mean()
+        if self.reader is not None:
+            r = self.reader(tr.visual, region_tokens(tr.tokens.cells, batch["target_cells"]), batch["answers"])
+            out["read"] = r.loss.mean()  # mean over all samples (0 without a region), as DDP averages local means
+            out["_read_acc"] = r.byte_accuracy
+        if "consistency" in ph.losses:
+            out["consistency"] = consistency_loss(tr.visual, tr.tokens.mask, m.llm.model.get_input_embeddings().weight)
+        out["_levels"] = a.levels.detach()
+        return out
+
+
+def set_trainable(model, phase: PhaseConfig) -> list[nn.Parameter]:
+    model.requires_grad_(False)
+    for name in phase.trainable:
+        getattr(model, name).requires_grad_(True)
+    model.clip.visual.conv1.requires_grad_(False)  # bypassed patch embedding
+    return [p for p in model.parameters() if p.requires_grad]
