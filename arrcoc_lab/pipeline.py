@@ -21,8 +21,7 @@ import numpy as np
 import torch
 
 from .modeling.allocator import Policy, stable_seed
-from .modeling.build import build_model
-from .errors import InputError
+from .modeling.build import build
 from .modeling.geometry import Geometry
 from .inputs import MAX_PIXELS, check_query, load_image, to_model_input
 from .modeling.model import ARRCOC
@@ -161,13 +160,12 @@ def load_pipeline(preset: str = "lab", weights: str | Path | None = None, device
     if seeded_init:
         cfg = replace(cfg, weights=None)
     elif weights is not None:
-        cfg.weights = str(weights)
+        cfg = replace(cfg, weights=str(weights))  # a copy: the caller's config stays as it was
     elif cfg.preset == "lab" and cfg.weights is None and LAB_WEIGHTS.is_file() and config is None:
-        cfg.weights = str(LAB_WEIGHTS)
+        cfg = replace(cfg, weights=str(LAB_WEIGHTS))
     if cfg.weights is None and not seeded_init:
         warnings.warn(f"preset {cfg.preset!r} runs with untrained weights: allocations and answers are not meaningful "
                       "until trained weights are loaded", UntrainedWeightsWarning, stacklevel=2)
-    model = build_model(cfg)
-    if device is not None:
-        model = model.to(device)
-    return Pipeline(model, cfg)
+    built = build(cfg)
+    model = built.model if device is None else built.model.to(device)
+    return Pipeline(model, built.config)

@@ -47,6 +47,8 @@ phase = "{phase}"
 steps = {steps}
 batch_size = 32
 n_scenes = 3000          # training scenes (6 questions each)
+data = "scenebench:train"  # training set: one spec, or several joined by + with counts, e.g. scenebench:train@12000+docsynth:train@2000
+phase_overrides = {}     # PhaseConfig fields to change, e.g. reading_steps 0.5
 seed = 0
 device = "cpu"           # cpu | cuda
 mixed_precision = "no"   # no | bf16
@@ -77,9 +79,9 @@ out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)
 pipe = load_pipeline(preset, weights=init_from)  # init_from "random": the preset's seeded initialisation
 if device != "cpu":
     pipe.model.to(device)
-overrides = {"steps": steps} | ({"lr": lr} if lr else {})
+overrides = {"steps": steps} | ({"lr": lr} if lr else {}) | dict(phase_overrides)
 ph = get_phase(phase, **overrides)
-cfg = TrainConfig(n_scenes=n_scenes, batch_size=batch_size, seed=seed, device=device,
+cfg = TrainConfig(data=data, n_scenes=n_scenes, batch_size=batch_size, seed=seed, device=device,
                   mixed_precision=mixed_precision, cache_dir=cache_dir, log_every=max(1, min(25, steps // 4)),
                   ckpt_every=max(1, min(100, steps // 2)), sample_log_every=max(1, min(50, steps // 2)))
 print(ph)"""
@@ -128,7 +130,7 @@ def build(name, phase, steps, title, text):
                                     f"`arrcoc-lab run-phase {phase} -p steps {steps} -p init_from <previous weights>`.",
                    PARAMS.format(phase=phase, steps=steps, init=init), [
                        SETUP,
-                       ("md", "## Data: SceneBench train, SAM features computed once and cached"), DATA,
+                       ("md", "## Data: the training scenes, SAM features computed once and cached"), DATA,
                        ("md", "## Train"), TRAIN,
                        ("md", "## Losses, level usage, average tokens; sampled allocation decisions"), CURVES,
                        ("md", "## Validation at the uniform-16× budget"), EVAL, SAVE])

@@ -61,7 +61,7 @@ def test_batch_of_questions_keeps_exact_budgets(tiny_pipe, rgb, policy):
 
     m = tiny_pipe.model
     pixels = torch.cat([to_model_input(rgb, m.geometry.image_size)] * 2)
-    out = m(pixels, [QUESTION, "What city is this?"], policy=policy, budget=9, max_new_tokens=1)
+    out = m(pixels, [QUESTION, "What city is this?"], policy=get_policy(policy), budget=9, max_new_tokens=1)
     assert out.trace.allocation.num_tokens.tolist() == [9, 9]
     assert out.trace.tokens.mask.sum(1).tolist() == [9, 9] and len(out.answers) == 2
 

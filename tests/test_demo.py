@@ -290,12 +290,12 @@ def test_main_prints_url_and_refuses_bad_options(monkeypatch, capsys, lab_pipe):
 def test_unexpected_failure_is_reported_without_a_traceback(caplog):
     import gradio as gr
 
-    from arrcoc_lab.apps.demo import _user_errors
+    from arrcoc_lab.apps.demo import user_errors
 
     def broken(image, query):
         raise RuntimeError("cell grid mismatch")
 
-    wrapped = _user_errors(broken)
+    wrapped = user_errors(broken)
     with pytest.raises(gr.Error) as err:
         wrapped(None, "q")
     assert str(err.value.message).startswith("internal error (RuntimeError): cell grid mismatch")
@@ -309,17 +309,17 @@ def test_image_outputs_go_out_as_files_of_their_own_and_old_ones_are_swept(monke
     import os
     import tempfile
 
-    from arrcoc_lab.apps import demo
+    from arrcoc_lab.apps.demo import files
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setattr(demo, "_last_sweep", {"at": 0.0})
+    monkeypatch.setattr(files, "_last_sweep", {"at": 0.0})
     rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
-    a, b = demo._png_file(rgb), demo._png_file(rgb)
+    a, b = files.png_file(rgb), files.png_file(rgb)
     assert a != b and np.array_equal(np.asarray(Image.open(a)), rgb) and np.array_equal(np.asarray(Image.open(b)), rgb)
-    old = time.time() - demo.PNG_MAX_AGE_S - 10
+    old = time.time() - files.PNG_MAX_AGE_S - 10
     os.utime(a, (old, old))
-    c = demo._png_file(rgb)
+    c = files.png_file(rgb)
     assert os.path.exists(a)  # swept a moment ago: the next sweep waits PNG_SWEEP_EVERY_S
-    demo._last_sweep["at"] -= demo.PNG_SWEEP_EVERY_S
-    d = demo._png_file(rgb)
+    files._last_sweep["at"] -= files.PNG_SWEEP_EVERY_S
+    d = files.png_file(rgb)
     assert not os.path.exists(a) and all(os.path.exists(x) for x in (b, c, d))

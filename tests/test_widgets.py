@@ -15,7 +15,6 @@ from PIL import Image
 from arrcoc_lab.apps import rendering
 from arrcoc_lab.data.examples import SEED_QUESTIONS
 from widgets import Inspector
-from widgets.render import DIFF_CMAP, cmap_rgb
 from widgets.sources import SKIMAGE
 
 DETAIL, GIST = SEED_QUESTIONS  # "What's the formula on the billboard?", "What city is this?"
@@ -52,7 +51,7 @@ def test_starts_on_an_example_and_draws_the_pipelines_output(pipe):
     assert out.budget == pipe.geometry.quality_budgets["balanced"] and insp.mode.value == "balanced"
     fd = insp.figure_data()
     assert fd["mode"] == "tokens" and fd["num_tokens"] == ref.num_tokens
-    np.testing.assert_array_equal(fd["overlay"], viz.overlay(insp.image, ref, mode="tokens", alpha=0.5, cmap="magma"))
+    np.testing.assert_array_equal(fd["overlay"], rendering.overlay(insp.image, ref, mode="tokens", alpha=0.5, cmap="magma"))
     assert insp.canvas.array is fd["overlay"] and insp.canvas.src.startswith("data:image/webp;base64,")
     assert insp.canvas.boxes == ref.cell_boxes.reshape(-1, 4).tolist()
     assert insp.canvas.natural_size == [insp.image.shape[1], insp.image.shape[0]]
@@ -70,11 +69,11 @@ def test_view_colormap_opacity_only_redraw(pipe):
         insp.view.value, insp.cmap.value, insp.opacity.value = "relevance", "viridis", 0.3
     fd = insp.figure_data()
     np.testing.assert_array_equal(fd["values"], out.relevance)
-    np.testing.assert_array_equal(fd["overlay"], viz.overlay(insp.image, out, mode="relevance", alpha=0.3, cmap="viridis"))
+    np.testing.assert_array_equal(fd["overlay"], rendering.overlay(insp.image, out, mode="relevance", alpha=0.3, cmap="viridis"))
     assert fd["colorbar"]["title"] == "relevance"
     insp.view.value = "levels"
-    np.testing.assert_array_equal(insp.figure_data()["values"], viz.map_values(out, "levels"))
-    np.testing.assert_array_equal(insp.overlay, viz.overlay(insp.image, out, mode="levels", alpha=0.3, cmap="viridis"))
+    np.testing.assert_array_equal(insp.figure_data()["values"], rendering.map_values(out, "levels"))
+    np.testing.assert_array_equal(insp.overlay, rendering.overlay(insp.image, out, mode="levels", alpha=0.3, cmap="viridis"))
     assert insp.calls == calls and insp.last_output is out  # no pipeline call for any of it
 
 
@@ -113,9 +112,9 @@ def test_compare_difference_map_is_nonzero_exactly_where_allocations_differ(pipe
     np.testing.assert_array_equal(diff != 0, a.tokens_per_cell != b.tokens_per_cell)
     assert diff.any()
     for k, o in enumerate((a, b)):
-        np.testing.assert_array_equal(fig["overlays"][k], viz.overlay(insp.image, o, mode="tokens", alpha=0.5))
+        np.testing.assert_array_equal(fig["overlays"][k], rendering.overlay(insp.image, o, mode="tokens", alpha=0.5))
     # the picture: a cell's centre shows the diverging map's neutral middle exactly where A and B agree
-    picture, neutral = fig["difference_overlays"][0], cmap_rgb(np.array([0.5]), DIFF_CMAP)[0].astype(np.float32)
+    picture, neutral = fig["difference_overlays"][0], rendering.colormap(np.array([0.5]), rendering.DIFF_CMAP)[0].astype(np.float32)
     for (i, j), d in np.ndenumerate(diff):
         x0, y0, x1, y1 = a.cell_boxes[i, j]
         cy, cx = (y0 + y1) // 2, (x0 + x1) // 2

@@ -17,17 +17,11 @@ only the query-dependent stages (`out.timings["sam"] == 0.0`); the inspector als
 outputs per (image, query, budget, policy), so compare mode does not recompute query B when only
 A changes. View, colormap, opacity and cell selection only redraw.
 
-Drawing library — plain PNGs in ipywidgets, with one tiny anywidget (`CellCanvas`, an ES-module
-string: nothing to build, anywidget's prebuilt JupyterLab extension ships in its wheel) for click
-to select a cell and the selected-cell outline. Why:
-  * the picture is exactly `arrcoc_lab.apps.rendering.overlay(...)`, the same pixels the CLI and the Gradio
-    demo show, so tests assert array equality instead of re-deriving a plot's colour mapping;
-  * plotly's FigureWidget is itself an anywidget whose ES module is the whole plotly.js bundle
-    (~5 MB) per instance, sent over the comm and saved into the notebook's widget state —
-    compare mode needs several pictures;
-  * matplotlib interactivity needs ipympl (not pinned, its own lab extension) and redraws
-    through Agg on every slider tick, slow on a 2-core machine; static matplotlib figures are
-    what the quickstart notebook uses for its kernel-free read.
+Drawing — plain PNGs in ipywidgets, with one tiny anywidget (`CellCanvas`, an ES-module string:
+nothing to build) for click to select a cell and the selected-cell outline. Every picture is
+exactly what `arrcoc_lab.apps.rendering` draws (`overlay`, `difference_overlay`, `colorbar`), the
+same pixels the CLI and the Gradio demo show, so tests assert array equality instead of
+re-deriving a plot's colour mapping. Why not plotly or matplotlib: docs/WIDGETS.md.
 """
 from __future__ import annotations
 
@@ -43,8 +37,7 @@ from arrcoc_lab.apps import rendering
 from arrcoc_lab.inputs import load_image
 
 from .canvas import CellCanvas
-from .render import (DIFF_CMAP, answer_html, cell_rows, cell_table_html, colorbar, colorbar_ticks,
-                     difference_overlay, difference_ticks, encode, summary_html, timings_html)
+from .render import answer_html, cell_rows, cell_table_html, encode, summary_html, timings_html
 from .sources import Source, default_sources
 
 log = logging.getLogger(__name__)
@@ -180,16 +173,15 @@ class Inspector:
         self.picker.value = key
 
     def set_budget(self, budget) -> None:
-        """None / "fast" / "balanced" / "accurate" / an int, as `pipe(..., budget=)` takes."""
-        if budget is None or isinstance(budget, str):
-            with self._quiet():
-                self.mode.value = budget or "default"  # an unknown name raises the selection's TraitError
-            self._on_mode(None)
-        else:
-            with self._quiet():
-                self.mode.value = "custom"
-                self.budget.value = int(budget)
-            self.run()
+        """What `pipe(..., budget=)` takes, read by `rendering.parse_budget` (None / "default", a
+        quality mode in any case, a whole number of tokens: Custom), or "custom" (keep the slider)."""
+        custom = isinstance(budget, str) and budget.strip().lower() == "custom"
+        value = "custom" if custom else rendering.parse_budget(budget)  # InputError for anything else
+        with self._quiet():
+            self.mode.value = "default" if value is None else value if isinstance(value, str) else "custom"
+            if isinstance(value, int):
+                self.budget.value = value
+        self._on_mode(None)  # a mode moves the slider to its budget; then one run
 
     def budget_arg(self):
         """What goes to `pipe(budget=...)`: None, a quality-mode name or the slider's int."""
@@ -306,11 +298,11 @@ class Inspector:
         if out is None:
             return
         mode, cmap, alpha = self.view.value, self.cmap.value, float(self.opacity.value)
-        self._overlay = viz.overlay(self.image, out, mode=mode, alpha=alpha, cmap=cmap)
+        self._overlay = rendering.overlay(self.image, out, mode=mode, alpha=alpha, cmap=cmap)
         self.canvas.show(self._overlay, out.cell_boxes, self._tips(out), alt=f"{mode} overlay for {out.query}",
                          max_side=2 * self.display_width)
-        self._colorbar = colorbar_ticks(out, mode, self.pipe.geometry.levels)
-        self.colorbar.value = encode(colorbar(cmap, self._colorbar[1], self._colorbar[0], self.display_width))
+        self._colorbar = rendering.colorbar_ticks(out, mode, self.pipe.geometry.levels)
+        self.colorbar.value = encode(rendering.colorbar(cmap, self._colorbar[1], self._colorbar[0], self.display_width))
         self.answer.value, self.stats.value = answer_html(out), summary_html(out)
         self.timings.value = timings_html(out.timings)
         self._render_compare(mode, cmap, alpha)
@@ -339,21 +331,21 @@ class Inspector:
         children = []
         for k, o in enumerate(outs):
             title, canvas, bar = self._tile(k)
-            fig["overlays"].append(viz.overlay(self.image, o, mode=mode, alpha=alpha, cmap=cmap))
+            fig["overlays"].append(rendering.overlay(self.image, o, mode=mode, alpha=alpha, cmap=cmap))
             canvas.show(fig["overlays"][-1], o.cell_boxes, self._tips(o), max_side=2 * self._tile_width)
             title.value = (f"<b>{names[k]}</b>: {html.escape(o.query)}<br>{o.num_tokens} tokens · "
                            f"answer <i>{html.escape(o.answer) or '∅'}</i>")
             children.append(W.VBox([title, canvas]))
         for k, o in enumerate(outs[1:], start=len(outs)):
             title, canvas, bar = self._tile(k)
-            diff = viz.difference(a, o)
+            diff = rendering.difference(a, o)
             fig["differences"].append(diff)
-            fig["difference_overlays"].append(difference_overlay(self.image, diff, a.cell_boxes, alpha))
+            fig["difference_overlays"].append(rendering.difference_overlay(self.image, diff, a.cell_boxes, alpha))
             canvas.show(fig["difference_overlays"][-1], a.cell_boxes,
                         [f"cell ({i}, {j}): A − {names[k - len(outs) + 1]} = {int(d):+d} tokens"
                          for (i, j), d in np.ndenumerate(diff)], max_side=2 * self._tile_width)
-            bar_title, ticks = difference_ticks(int(np.abs(diff).max()))
-            bar.value = encode(colorbar(DIFF_CMAP, ticks, bar_title, self._tile_width))
+            bar_title, ticks = rendering.difference_ticks(int(np.abs(diff).max()))
+            bar.value = encode(rendering.colorbar(rendering.DIFF_CMAP, ticks, bar_title, self._tile_width))
             title.value = (f"<b>A − {names[k - len(outs) + 1]}</b>: {a.num_tokens} − {o.num_tokens} = "
                            f"{a.num_tokens - o.num_tokens:+d} tokens; {int((diff != 0).sum())} cells differ")
             children.append(W.VBox([title, canvas, bar]))
@@ -387,7 +379,7 @@ class Inspector:
     # ------------------------------------------------------------------ state for tests / scripts
     @property
     def overlay(self) -> np.ndarray | None:
-        """The picture shown: `viz.overlay(image, last_output, view, opacity, colormap)`."""
+        """The picture shown: `rendering.overlay(image, last_output, view, opacity, colormap)`."""
         return self._overlay
 
     def figure_data(self) -> dict:
@@ -398,7 +390,7 @@ class Inspector:
         k = self.cell.value
         return {
             "mode": self.view.value, "cmap": self.cmap.value, "alpha": float(self.opacity.value),
-            "values": viz.map_values(out, self.view.value), "overlay": self._overlay,
+            "values": rendering.map_values(out, self.view.value), "overlay": self._overlay,
             "colorbar": {"title": self._colorbar[0], "ticks": list(self._colorbar[1])},
             "answer": out.answer, "num_tokens": out.num_tokens, "compression_ratio": out.compression_ratio,
             "timings": dict(out.timings), "cells": self.cell_rows(),

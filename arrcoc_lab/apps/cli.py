@@ -16,6 +16,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from ..errors import CheckpointError, InputError
+
 log = logging.getLogger("arrcoc_lab")
 
 
@@ -29,12 +31,13 @@ def _pipe(args):
 
 
 def _budget(text):
-    if text is None or text in ("fast", "balanced", "accurate"):
-        return text
+    """--budget, read by `rendering.parse_budget`; what it refuses is argparse's usage error."""
+    from .rendering import parse_budget
+
     try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"budget must be an integer or fast/balanced/accurate, got {text!r}")
+        return parse_budget(text)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _report(out, expected: str | None = None) -> str:
@@ -114,9 +117,10 @@ def cmd_eval(args) -> int:
 
     pipe = _pipe(args)
     policies = args.policy.split(",")
-    out_dir = args.out or f"reports/eval/{args.data.replace(':', '-')}-{'-'.join(policies)}-{args.budget or 'default'}"
+    out_dir = args.out or (f"reports/eval/{args.data.replace(':', '-')}-{'-'.join(policies)}-{args.budget or 'default'}"
+                           + ("-heldout" if args.phrasing == "heldout" else ""))
     report = run_eval(pipe, args.data, policies, args.budget, args.n_scenes, out_dir, cache_dir=args.cache_dir,
-                      batch_size=args.batch_size)
+                      batch_size=args.batch_size, phrasing=args.phrasing)
     for policy, s in report["policies"].items():
         print(f"{policy:>12}: accuracy {s['accuracy']:.3f} (gist {s['accuracy_gist']:.3f}, detail {s['accuracy_detail']:.3f}), "
               f"{s['avg_tokens']:.1f} tokens, detail target lift {s['target_lift_detail']:.2f}, "
@@ -126,8 +130,6 @@ def cmd_eval(args) -> int:
 
 
 def _own(pairs: list[str]) -> dict[str, str]:
-    from ..errors import InputError
-
     out = {}
     for pair in pairs:
         policy, sep, path = pair.partition("=")
@@ -222,19 +224,19 @@ def _train_encoder(pipe, args) -> int:
 
 def cmd_export(args) -> int:
     """Ship trained weights: fp16 safetensors + resolved config into the package (lab) or a folder."""
-    import json
-
     import torch
 
-    from ..modeling.build import build_model
+    from dataclasses import replace
+
     from ..checkpoint import load_weights, save_weights
+    from ..modeling.build import build
     from ..modeling.presets import get_preset
 
-    cfg = get_preset(args.preset)
-    model = build_model(cfg, load=False)
+    built = build(get_preset(args.preset), load=False)
+    model = built.model
     load_weights(model, args.weights)
     dest = Path(args.dest) / "model.safetensors"
-    cfg.weights = None
+    cfg = replace(built.config, weights=None)
     save_weights(model, dest, config=cfg.to_dict(), dtype=torch.float16, metadata={"source": args.weights})
     print(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB) and {dest.with_name('config.json')}")
     return 0
@@ -244,51 +246,67 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="arrcoc-lab", description="ARR-COC Lab: query-aware adaptive visual-token compression")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_example, _add_inspect, _add_demo, _add_eval, _add_bench, _add_latency, _add_run_phase, _add_train, _add_export):
+        add(sub)
+    return p
 
-    def common(sp, allocation: bool = True):
-        sp.add_argument("--preset", default="lab", help="lab | paper | tiny (default lab)")
-        sp.add_argument("--weights", default=None, help="our safetensors weights (default: the shipped lab weights)")
-        sp.add_argument("--config", default=None, help="a config.json that replaces the preset")
-        sp.add_argument("--device", default=None, help="cpu, cuda, … (default cpu)")
-        if allocation:
-            sp.add_argument("--policy", default="arrcoc", help="allocation policy (default arrcoc)")
-            sp.add_argument("--budget", type=_budget, default=None, help="tokens, or fast/balanced/accurate")
-        sp.add_argument("--sam-checkpoint", dest="sam_checkpoint", default=None, help="paper: official SAM .pth")
-        sp.add_argument("--clip-pretrained", dest="clip_pretrained", default=None, help="paper: open_clip checkpoint")
-        sp.add_argument("--llm-path", dest="llm_path", default=None, help="paper: Hugging Face model directory")
 
+def _pipeline_options(sp, allocation: bool = True) -> None:
+    """What `_pipe` loads (preset, weights, config, device, paper checkpoints); `allocation`: policy, budget."""
+    sp.add_argument("--preset", default="lab", help="lab | paper | tiny (default lab)")
+    sp.add_argument("--weights", default=None, help="our safetensors weights (default: the shipped lab weights)")
+    sp.add_argument("--config", default=None, help="a config.json that replaces the preset")
+    sp.add_argument("--device", default=None, help="cpu, cuda, … (default cpu)")
+    if allocation:
+        sp.add_argument("--policy", default="arrcoc", help="allocation policy (default arrcoc)")
+        sp.add_argument("--budget", type=_budget, default=None, help="tokens, or fast/balanced/accurate/default")
+    sp.add_argument("--sam-checkpoint", dest="sam_checkpoint", default=None, help="paper: official SAM .pth")
+    sp.add_argument("--clip-pretrained", dest="clip_pretrained", default=None, help="paper: open_clip checkpoint")
+    sp.add_argument("--llm-path", dest="llm_path", default=None, help="paper: Hugging Face model directory")
+
+
+def _add_example(sub) -> None:
     d = sub.add_parser("example", help="one bundled image, two questions: answers, tokens, allocation maps (text)")
-    common(d)
+    _pipeline_options(d)
     d.add_argument("--index", type=int, default=0, help="SceneBench test scene (default 0)")
     d.add_argument("--out", default="runs/example", help="folder for the allocation PNG")
     d.set_defaults(fn=cmd_example)
 
+
+def _add_inspect(sub) -> None:
     i = sub.add_parser("inspect", help="one image, one question")
-    common(i)
+    _pipeline_options(i)
     i.add_argument("image")
     i.add_argument("question")
     i.add_argument("--out", default=None, help="save the overlay PNG here")
     i.add_argument("--mode", default="tokens", choices=["relevance", "tokens", "levels"])
     i.set_defaults(fn=cmd_inspect)
 
-    from .demo import add_arguments as demo_arguments  # light: imports neither gradio nor torch
+
+def _add_demo(sub) -> None:
+    from .demo import add_arguments  # light: imports neither gradio nor torch
 
     dm = sub.add_parser("demo", help="Gradio web demo on the shipped lab weights (prints its URL; --share for a public link)")
-    demo_arguments(dm)
+    add_arguments(dm)
     dm.set_defaults(fn=cmd_demo)
 
+
+def _add_eval(sub) -> None:
     e = sub.add_parser("eval", help="evaluate policies on a dataset split; writes metrics JSON and figures")
-    common(e)
+    _pipeline_options(e)
     e.add_argument("--data", default="scenebench:test", help="scenebench|docsynth:train|val|test")
     e.add_argument("--n-scenes", dest="n_scenes", type=int, default=100)
     e.add_argument("--batch-size", dest="batch_size", type=int, default=32)
     e.add_argument("--cache-dir", dest="cache_dir", default="cache")
     e.add_argument("--out", default=None, help="report folder (default reports/eval/...)")
+    e.add_argument("--phrasing", choices=("seen", "heldout"), default="seen", help="heldout: phrasings never used in training")
     e.set_defaults(fn=cmd_eval)
 
+
+def _add_bench(sub) -> None:
     b = sub.add_parser("bench", help="every policy at equal budgets on SceneBench/DocSynth: accuracy, tokens, FLOPs, "
                                      "latency; writes reports/bench/<preset>/ (metrics.json, report.md, plots)")
-    common(b, allocation=False)
+    _pipeline_options(b, allocation=False)
     b.add_argument("--data", default="scenebench:test,docsynth:test", help="comma-separated splits")
     b.add_argument("--n-scenes", dest="n_scenes", type=int, default=5, help="scenes per split, 6 questions each")
     b.add_argument("--policies", default="all", help="comma-separated policy names, or all (default)")
@@ -305,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default=None, help="report folder (default reports/bench/<preset>)")
     b.set_defaults(fn=cmd_bench)
 
+
+def _add_latency(sub) -> None:
     lt = sub.add_parser("latency", help="latency per stage vs tokens (paper geometry with random weights by default; "
                                          "on a GPU with --device cuda); writes latency.json/.md and a plot")
     lt.add_argument("--preset", default="paper")
@@ -318,12 +338,16 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--quiet", action="store_true")
     lt.set_defaults(fn=cmd_latency)
 
+
+def _add_run_phase(sub) -> None:
     r = sub.add_parser("run-phase", help="run a phase notebook through papermill (reports/<preset>/<phase>/)")
     r.add_argument("name", help="phase0 | phase1a | phase1 | phase2 | phase3 | evaluation | probe | benchmark")
     r.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), help="notebook parameter")
     r.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
     r.set_defaults(fn=cmd_run_phase)
 
+
+def _add_train(sub) -> None:
     t = sub.add_parser("train", help="run one training phase directly (use with accelerate launch / torchrun)")
     t.add_argument("--phase", required=True,
                    help="encoder (lab SAM pre-training, before phase0) | phase0 | phase1a | phase1 | phase2 | phase3 | uniform_ft")
@@ -350,19 +374,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(fn=cmd_train)
 
+
+def _add_export(sub) -> None:
     x = sub.add_parser("export", help="write trained weights as fp16 safetensors + config (the shipped lab weights)")
     x.add_argument("weights", help="a phase's model.safetensors")
     x.add_argument("--preset", default="lab")
-    x.add_argument("--dest", default=str(Path(__file__).parent / "weights" / "lab"))
+    x.add_argument("--dest", default=str(Path(__file__).resolve().parents[1] / "weights" / "lab"))  # arrcoc_lab/weights/lab
     x.set_defaults(fn=cmd_export)
-    return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from ..errors import CheckpointError, InputError
-
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("default", category=UserWarning)  # ours: untrained weights, truncation

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import ast
 import logging
+import os
 from pathlib import Path
 
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS_ENV = "ARRCOC_NOTEBOOKS"  # a folder holding the phase notebooks, for an installed (non-checkout) package
 
 
 NOTEBOOK_FILES = {  # run-phase name → notebook (notebooks/build_notebooks.py writes the phase ones)
@@ -29,8 +30,27 @@ NOTEBOOK_FILES = {  # run-phase name → notebook (notebooks/build_notebooks.py 
 }
 
 
+def notebooks_dir() -> Path:
+    """Where the phase notebooks are: $ARRCOC_NOTEBOOKS, else the `notebooks/` folder of the source
+    checkout this package was installed from (the folder that holds pyproject.toml and arrcoc_lab/).
+    Anything else is a clear error, never a guess outside the project."""
+    if os.environ.get(NOTEBOOKS_ENV):
+        where = Path(os.environ[NOTEBOOKS_ENV]).expanduser()
+        if not where.is_dir():
+            raise InputError(f"${NOTEBOOKS_ENV} is {where}, which is not a folder")
+        return where
+    package = Path(__file__).resolve().parents[1]  # arrcoc_lab/
+    root = package.parent
+    if (root / "pyproject.toml").is_file() and (root / "notebooks").is_dir():
+        return root / "notebooks"
+    raise InputError(f"run-phase needs the project's notebooks/ folder: {package} is not inside a source checkout "
+                     f"(no pyproject.toml and notebooks/ beside it). Run from a clone (pip install -e .) or set "
+                     f"{NOTEBOOKS_ENV}=/path/to/arrcoc-lab/notebooks")
+
+
 def phase_notebooks() -> dict[str, Path]:
-    return {name: NOTEBOOKS / f for name, f in NOTEBOOK_FILES.items()}
+    where = notebooks_dir()
+    return {name: where / f for name, f in NOTEBOOK_FILES.items()}
 
 
 def parse_value(text: str):

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Sequence
 
 from .docsynth import DocSynth
-from .scenebench import GlyphCalibration, SceneBench, glyph_calibration
+from .glyphs import GlyphCalibration, glyph_calibration
+from .phrasing import HELDOUT, Phrase, parse, rephrase, rephrase_samples
+from .scenebench import SceneBench
 from .types import SPLIT_SEEDS, Region, Sample, Scene, SyntheticDataset
 from .vqa import ChartQA, DocVQA, TextVQA, VQAFile
 
@@ -17,9 +19,9 @@ SYNTHETIC = {"scenebench": SceneBench, "docsynth": DocSynth}  # spec "name:split
 REAL = {"docvqa": DocVQA, "textvqa": TextVQA, "chartqa": ChartQA}  # spec "name:/path/to/file.json"
 DATASETS = (*SYNTHETIC, *REAL)
 
-__all__ = ["ChartQA", "DATASETS", "DocSynth", "DocVQA", "GlyphCalibration", "Region", "SPLIT_SEEDS",
-           "Sample", "Scene", "SceneBench", "SyntheticDataset", "TextVQA", "VQAFile",
-           "glyph_calibration", "load_dataset"]
+__all__ = ["ChartQA", "DATASETS", "DocSynth", "DocVQA", "GlyphCalibration", "HELDOUT", "Phrase", "Region",
+           "SPLIT_SEEDS", "Sample", "Scene", "SceneBench", "SyntheticDataset", "TextVQA", "VQAFile",
+           "glyph_calibration", "load_dataset", "parse", "rephrase", "rephrase_samples"]
 
 
 def load_dataset(spec: str, n: int | None = None, image_size: int = 256, patch_size: int = 8,

@@ -6,7 +6,7 @@ chart, how many table rows, which side is the sidebar on) and three *detail* que
 one small text region read at full resolution (the signature date, a quarter's revenue from its
 bar label or, on pages without a chart, the page number, and the title).
 
-Calibration follows SceneBench (see `scenebench.glyph_calibration`): every answer-bearing text
+Calibration follows SceneBench (see `glyphs.glyph_calibration`): every answer-bearing text
 (date, bar labels, page number) has a cap height of 2 patches, smaller than one token at the
 uniform 4-tokens-per-cell level and two tokens tall at full resolution; the title is 1.5x that.
 Body, abstract, sidebar and table text is page texture in a smaller font and is never asked about.
@@ -24,7 +24,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .scenebench import GLYPH_PATCHES, calibrated_font, text_font
+from .glyphs import GLYPH_PATCHES, calibrated_font, text_font
 from .types import Box, Region, Sample, Scene, SyntheticDataset
 
 SMALL_FONT = "DejaVuSans.ttf"  # texture text (body, abstract, sidebar, table)

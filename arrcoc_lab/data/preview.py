@@ -21,7 +21,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from .docsynth import DocSynth
-from .scenebench import CELL_PATCHES, LOD_LEVELS, SceneBench
+from .glyphs import CELL_PATCHES, LOD_LEVELS
+from .scenebench import SceneBench
 from .types import Scene
 
 logger = logging.getLogger(__name__)

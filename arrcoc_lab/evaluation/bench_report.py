@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .paper_flops import SEED_ESTIMATES, STAGES
+from ..modeling.trace import STAGES
+from .paper_flops import SEED_ESTIMATES
 from .viz_report import _plt
 
-LATENCY_STAGES = ("query", "relevance", "allocator", "compressor", "clip", "adapter", "projector", "llm")
+LATENCY_STAGES = STAGES[1:]  # SAM is timed apart (its features are cached)
 
 
 
@@ -204,7 +205,7 @@ def _paper_md(report: dict) -> list[str]:
     lines = ["## FLOPs per stage at the paper geometry (GFLOPs, random weights, meta device)", "",
              "| stage | " + " | ".join(str(c) for c in counts) + " | seeds' estimate |",
              "|---|" + "---|" * (len(counts) + 1)]
-    for stage in ("sam", "query", "relevance", "allocator", "compressor"):
+    for stage in STAGES[:STAGES.index("compressor") + 1]:
         seed = _g(SEED_ESTIMATES["sam"]) if stage == "sam" else ""
         lines.append(f"| {stage} | " + " | ".join([_g(pf["stages"][stage])] * len(counts)) + f" | {seed} |")
     for stage in ("clip", "adapter", "projector", "llm"):

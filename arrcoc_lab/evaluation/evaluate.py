@@ -5,6 +5,9 @@ question; `summarize()` turns rows into the report's numbers (accuracy by diffic
 target token share and lift, query dependence, accuracy by token bucket, misclassification rate,
 tier by difficulty, latency percentiles). `run_eval()` is the `arrcoc-lab eval` command: it writes
 metrics JSON and figures under reports/.
+
+`phrasing="heldout"` asks every question of the eval set in one of the held-out phrasings of
+`data.phrasing` (words the model never saw in training); answers, boxes and ids are unchanged.
 """
 from __future__ import annotations
 
@@ -23,8 +26,12 @@ from ..modeling.allocator import stable_seed
 from ..policies import get_policy
 from ..checkpoint import atomic_write_text, write_jsonl
 from ..data.features import encode_scenes
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
+
+PHRASINGS = ("seen", "heldout")  # the datasets' own templates / data.phrasing.HELDOUT
+PHRASING_SEED = 0  # which held-out phrasing each sample gets (per sample id, see rephrase_samples)
 
 
 @dataclass
@@ -33,22 +40,38 @@ class EvalSet:
     scenes: object  # features.SceneTensors
     image_hw: tuple[int, int]
     spec: str
+    phrasing: str = "seen"  # one of PHRASINGS
+
+
+def check_phrasing(phrasing: str) -> str:
+    if phrasing not in PHRASINGS:
+        raise InputError(f"unknown phrasing {phrasing!r}; accepted: {', '.join(PHRASINGS)}")
+    return phrasing
 
 
 def load_eval_set(model, spec: str = "scenebench:test", n_scenes: int = 100, cache_dir: str = "cache",
-                  progress: bool = True) -> EvalSet:
+                  progress: bool = True, phrasing: str = "seen") -> EvalSet:
+    """The first `n_scenes` scenes of a synthetic split with cached SAM features; `phrasing`
+    "heldout" replaces every question by a held-out rephrasing (answers and boxes unchanged)."""
     from ..data import SYNTHETIC, load_dataset
 
+    check_phrasing(phrasing)
     g = model.geometry
     name = spec.split(":", 1)[0]
     per_scene = SYNTHETIC[name].QUESTIONS_PER_SCENE if name in SYNTHETIC else 1
-    ds = load_dataset(spec, n=n_scenes * per_scene, image_size=g.image_size, patch_size=g.patch_size)
+    # synthetic sets need ≥ 32 patches per side: a smaller (test) model gets them resized, as in training
+    render = max(g.image_size, 32 * g.patch_size) if name in SYNTHETIC else g.image_size
+    ds = load_dataset(spec, n=n_scenes * per_scene, image_size=render, patch_size=g.patch_size)
     if not hasattr(ds, "num_scenes"):
         raise ValueError(f"evaluation on {spec!r} needs a synthetic dataset with scenes; real VQA files are "
                          "evaluated image by image with the pipeline")
     scenes = encode_scenes(model, ds, cache_dir, progress=progress)
     samples = [ds[i] for i in range(len(ds))]
-    return EvalSet(samples, scenes, samples[0].image.shape[:2], spec)
+    if phrasing == "heldout":
+        from ..data.phrasing import rephrase_samples
+
+        samples = rephrase_samples(samples, "heldout", seed=PHRASING_SEED)
+    return EvalSet(samples, scenes, samples[0].image.shape[:2], spec, phrasing)
 
 
 @torch.no_grad()
@@ -85,7 +108,8 @@ def evaluate(model, es: EvalSet, policy: str, budget=None, batch_size: int = 32,
     return rows
 
 
-def summarize(rows: list[dict], geometry) -> dict:
+def summarize(rows: list[dict], geometry, image_hw: tuple[int, int] | None = None) -> dict:
+    """The report's numbers; `image_hw` is the size the rows' target boxes are in (default the model's)."""
     g = geometry
     acc = lambda rs: float(np.mean([r["correct"] for r in rs])) if rs else float("nan")
     by = lambda key: {k: acc(v) for k, v in _group(rows, key).items()}
@@ -93,7 +117,7 @@ def summarize(rows: list[dict], geometry) -> dict:
     gist = [r for r in rows if r["difficulty"] == "gist"]
     lifts = [r["lift"] for r in detail if "lift" in r and np.isfinite(r["lift"])]
     shares = [r["share"] for r in detail if "share" in r]
-    boxes = g.cell_boxes()
+    boxes = g.cell_boxes(*image_hw) if image_hw else g.cell_boxes()
     qd = []
     for scene_rows in _group(detail, "scene").values():
         with_box = [r for r in scene_rows if r["target_box"]]
@@ -139,22 +163,25 @@ def _group(rows, key):
 
 
 def run_eval(pipe, data: str, policies: list[str], budget, n_scenes: int, out_dir: str | Path,
-             cache_dir: str = "cache", batch_size: int = 32, progress: bool = True) -> dict:
-    """`arrcoc-lab eval`: every policy on one split at one budget → metrics.json + figures."""
+             cache_dir: str = "cache", batch_size: int = 32, progress: bool = True,
+             phrasing: str = "seen") -> dict:
+    """`arrcoc-lab eval`: every policy on one split at one budget → metrics.json + figures.
+    `phrasing`: "seen" (the datasets' templates) or "heldout" (see load_eval_set)."""
     from .viz_report import accuracy_by_bucket_figure, allocation_examples_figure
 
+    check_phrasing(phrasing)
     model = pipe.model
     budget = model.allocator.resolve_budget(get_policy("arrcoc"), budget) if budget is not None else None
-    es = load_eval_set(model, data, n_scenes, cache_dir, progress)
+    es = load_eval_set(model, data, n_scenes, cache_dir, progress, phrasing=phrasing)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = {"data": data, "n_scenes": n_scenes, "budget": budget, "preset": pipe.config.preset,
-              "weights": pipe.config.weights, "policies": {}}
+    report = {"data": data, "n_scenes": n_scenes, "budget": budget, "phrasing": phrasing,
+              "preset": pipe.config.preset, "weights": pipe.config.weights, "policies": {}}
     all_rows = {}
     for policy in policies:
         rows = evaluate(model, es, policy, budget, batch_size, progress)
         all_rows[policy] = rows
-        report["policies"][policy] = summarize(rows, model.geometry)
+        report["policies"][policy] = summarize(rows, model.geometry, es.image_hw)
     atomic_write_text(out_dir / "metrics.json", json.dumps(report, indent=2, default=float))
     atomic_write_text(out_dir / "config.json", json.dumps(pipe.config.to_dict(), indent=2))
     write_jsonl(out_dir / "rows.jsonl", ({"policy": policy, **r} for policy, rows in all_rows.items() for r in rows))

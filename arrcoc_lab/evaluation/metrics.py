@@ -19,7 +19,6 @@ Inputs are plain lists or numpy arrays; outputs are floats, NamedTuples and dict
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Sequence
 

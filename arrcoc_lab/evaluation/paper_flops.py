@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..modeling.trace import STAGES
 from ..policies import get_policy
 from .metrics import countable_kernels, total_flop_counter
 
@@ -29,7 +30,6 @@ QWEN3_0_6B = dict(vocab_size=151936, hidden_size=1024, num_hidden_layers=28, num
                   num_key_value_heads=8, head_dim=128, intermediate_size=3072, tie_word_embeddings=True,
                   max_position_embeddings=40960)  # Qwen3-0.6B's config.json (0.60B parameters, 0.44B without embeddings)
 SEED_ESTIMATES = {"sam": 65e9, "clip@256": 180e9}  # the seeds' estimates (DESIGN seeds, part 7)
-STAGES = ("sam", "query", "relevance", "allocator", "compressor", "clip", "adapter", "projector", "llm")
 SCORING_PASSES = {"fastv": ("adapter", "projector", "llm_prefix"), "sparsevlm": ("adapter", "projector")}
 
 

@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from ..modeling.trace import STAGES as MODEL_STAGES
 
-STAGES = ("sam", "compressor", "clip", "adapter", "projector")
+STAGES = ("sam",) + MODEL_STAGES[MODEL_STAGES.index("compressor"):MODEL_STAGES.index("llm")]  # stages whose output is a token grid
 TEXT_WINDOW_PX = 96  # text probe: image area around the sign's centre the probe sees
 LANDMARKS = ("tower", "arch", "dome", "spire", "wheel", "pagoda")  # SceneBench landmark kinds
 

@@ -160,6 +160,11 @@ class Policy:
     def plan(self, ctx: AllocationContext, budgets: list[int], allocator: "Allocator"):
         raise NotImplementedError
 
+    def fixed_levels(self, ctx: AllocationContext) -> torch.Tensor | None:
+        """Levels decided outright (B, Hc, Wc), bypassing the knapsack: training's reading views
+        (a sign at a high level, everything else at the minimum). None: plan and solve."""
+        return None
+
     def reduce(self, ctx: AllocationContext, tokens, clip_out, budgets: list[int]):
         """Token-level policies: full-resolution TokenSet (+ ClipOutput when reduce_after == "clip",
         else None) → TokenSet of exactly budgets[i] tokens. After CLIP, the returned tokens are CLIP
@@ -211,6 +216,12 @@ class Allocator(nn.Module):
         """Plan with `policy` under already-resolved per-sample `budgets` and solve the knapsack."""
         if policy.token_level:
             return self.top_level(ctx, budgets, policy.name)
+        fixed = policy.fixed_levels(ctx)
+        if fixed is not None:
+            levels = fixed.to(ctx.features.device)
+            spent = torch.tensor(self.geometry.levels, device=levels.device)[levels].flatten(1).sum(1).tolist()
+            return self._allocation(levels, spent, torch.zeros(levels.shape, device=levels.device),
+                                    [None] * len(budgets), policy.name)
         utility, budgets, tiers = policy.plan(ctx, list(budgets), self)
         levels = np.stack([solve_knapsack(u, self.geometry, b, self.cfg.utility_exponent)
                            for u, b in zip(utility.float().cpu().numpy(), budgets)])

@@ -1,8 +1,11 @@
 """Build an ARR-COC model from a PipelineConfig: each stage from its own config, widths wired
-from the stages actually built (the resolved values are written back into the config)."""
+from the stages actually built. The caller's config is never changed: `build` returns the
+resolved copy beside the model (that copy is what gets saved next to checkpoints and reports)."""
 from __future__ import annotations
 
+import copy
 import logging
+from dataclasses import dataclass
 
 import torch
 
@@ -22,19 +25,32 @@ from .sam_encoder import SamEncoder
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Built:
+    model: ARRCOC
+    config: PipelineConfig  # the config as built: every width wired from the stages actually built
+
+
 def build_model(cfg: PipelineConfig, load: bool = True) -> ARRCOC:
+    """The model of `cfg` (see `build`)."""
+    return build(cfg, load).model
+
+
+def build(cfg: PipelineConfig, load: bool = True) -> Built:
     """Random initialisation is seeded by cfg.seed inside a forked RNG: the same config always
     builds the same weights (the frozen lab SAM and its feature cache depend on it), and the
     caller's random state is left untouched."""
+    cfg = copy.deepcopy(cfg)  # _build writes the resolved widths into this copy only
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         model = _build(cfg)
     if load and cfg.weights:
         load_weights(model, cfg.weights)
-    return model.eval()
+    return Built(model.eval(), cfg)
 
 
 def _build(cfg: PipelineConfig) -> ARRCOC:
+    """Builds the stages in order; writes the widths they resolve into `cfg` (a private copy)."""
     g = cfg.geometry
     sam = SamEncoder(cfg.sam)
     cfg.sam = sam.cfg
@@ -45,6 +61,7 @@ def _build(cfg: PipelineConfig) -> ARRCOC:
     clip = ClipOnTokens(visual, cfg.compressor.dim)
     cfg.adapter.dim = cfg.projector.in_dim = clip.out_dim
     cfg.adapter.n_levels = len(g.levels)
+    cfg.llm.query_dim = query_encoder.dim
     lm, tokenizer = build_llm(cfg.llm)
     llm = LanguageModel(cfg.llm, lm, tokenizer)
     cfg.projector.out_dim = llm.hidden_size

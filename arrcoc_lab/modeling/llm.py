@@ -33,6 +33,11 @@ class LLMConfig:
     max_new_tokens: int = 12  # greedy answer length cap
     prompt: str = "Q: {question}\nA:"  # text after the visual tokens
     gradient_checkpointing: bool = False
+    # the question also reaches the LLM as the query encoder's token states, projected into its
+    # embedding space and placed between the visual tokens and the prompt: a pretrained sentence
+    # encoder's view of the question carries phrasings the byte prompt never saw in training
+    question_embedding: bool = False
+    query_dim: int = 384  # width of the query encoder's token states (wired by the builder)
 
 
 @dataclass
@@ -97,6 +102,9 @@ class LanguageModel(nn.Module):
     def __init__(self, cfg: LLMConfig, model: nn.Module, tokenizer):
         super().__init__()
         self.cfg, self.model, self.tokenizer = cfg, model, tokenizer
+        hidden = model.get_input_embeddings().embedding_dim
+        self.question_proj = (nn.Sequential(nn.LayerNorm(cfg.query_dim), nn.Linear(cfg.query_dim, hidden))
+                              if cfg.question_embedding else None)
 
     @property
     def hidden_size(self) -> int:
@@ -106,18 +114,31 @@ class LanguageModel(nn.Module):
         ids = self.tokenizer(text, add_special_tokens=False).input_ids
         return ids + [self.tokenizer.eos_token_id] if eos else ids
 
+    def question_states(self, query, n: int) -> list[torch.Tensor]:
+        """Each sample's projected query-encoder tokens (Q_i, H), or empty when this LLM reads only
+        the byte prompt. `query` is the forward's QueryEncoding."""
+        if self.question_proj is None:
+            return [None] * n
+        if query is None:
+            raise InputError("this LLM reads the question through the query encoder (llm.question_embedding); "
+                             "pass the forward's query encoding")
+        states = self.question_proj(query.tokens.float())  # (B, L, Dq) -> (B, L, H)
+        return [states[i][query.mask[i]] for i in range(n)]
+
     def build(self, visual: torch.Tensor, visual_mask: torch.Tensor, questions: list[str],
-              answers: list[str] | None = None, left_pad: bool = False) -> LMBatch:
-        """Concatenate each sample's real visual tokens with its prompt (and answer) embeddings."""
+              answers: list[str] | None = None, left_pad: bool = False, query=None) -> LMBatch:
+        """Concatenate each sample's real visual tokens, its projected question states (when this
+        LLM has them), its prompt and its answer embeddings: [visual][question][Q: …\nA:][answer]."""
         embed = self.model.get_input_embeddings()
         seqs, labels = [], []
-        for i, q in enumerate(questions):
+        for i, (q, qs) in enumerate(zip(questions, self.question_states(query, len(questions)))):
             v = visual[i][visual_mask[i]]  # (T_i, H)
             prompt = self._ids(self.cfg.prompt.format(question=q))
             answer = self._ids(" " + answers[i], eos=True) if answers is not None else []
             ids = torch.tensor(prompt + answer, device=visual.device)
-            seqs.append(torch.cat([v, embed(ids).to(v.dtype)]))  # (T_i + P_i + A_i, H)
-            labels.append([IGNORE] * (len(v) + len(prompt)) + answer)
+            parts = [v] + ([qs.to(v.dtype)] if qs is not None else []) + [embed(ids).to(v.dtype)]
+            seqs.append(torch.cat(parts))  # (T_i + Q_i + P_i + A_i, H)
+            labels.append([IGNORE] * (len(seqs[-1]) - len(answer)) + answer)
         S = max(len(s) for s in seqs)
         B, H = len(seqs), visual.shape[-1]
         x = visual.new_zeros(B, S, H)
@@ -129,11 +150,11 @@ class LanguageModel(nn.Module):
             lab[i, sl] = torch.tensor(l, device=visual.device)
         return LMBatch(inputs_embeds=x, attention_mask=att, labels=lab if answers is not None else None)
 
-    def answer_loss(self, visual, visual_mask, questions, answers) -> AnswerLoss:
+    def answer_loss(self, visual, visual_mask, questions, answers, query=None) -> AnswerLoss:
         """Teacher-forced answer cross-entropy, one value per sample (the mean over its answer
         tokens; the training loss is the mean of these, so DDP's mean of local means is the global
         mean), and each answer's teacher-forced greedy prediction (for the sample log)."""
-        batch = self.build(visual, visual_mask, questions, answers)
+        batch = self.build(visual, visual_mask, questions, answers, query=query)
         logits = self.model(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask).logits
         logits, labels = logits[:, :-1].float(), batch.labels[:, 1:]  # position t predicts token t + 1
         ce = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")  # (B, S-1)
@@ -151,8 +172,8 @@ class LanguageModel(nn.Module):
                           labels=batch.labels).loss
 
     @torch.no_grad()
-    def generate(self, visual, visual_mask, questions, max_new_tokens: int | None = None) -> list[str]:
-        batch = self.build(visual, visual_mask, questions, left_pad=True)
+    def generate(self, visual, visual_mask, questions, max_new_tokens: int | None = None, query=None) -> list[str]:
+        batch = self.build(visual, visual_mask, questions, left_pad=True, query=query)
         out = self.model.generate(
             inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
             max_new_tokens=max_new_tokens or self.cfg.max_new_tokens, do_sample=False,
@@ -166,7 +187,7 @@ class LanguageModel(nn.Module):
         return embed(torch.tensor(ids, device=embed.weight.device))
 
     def layer_attention(self, visual: torch.Tensor, visual_mask: torch.Tensor, questions: list[str],
-                        layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+                        layer: int, query=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the LLM on [visual][prompt] (left-padded) through decoder layer `layer` (1-based) only and
         return that layer's attention weights (B, heads, S, S) and each sample's first visual column (B,).
         Needs a Llama/Qwen-style decoder (`model.model.layers`); attention is switched to the eager
@@ -177,7 +198,7 @@ class LanguageModel(nn.Module):
             raise InputError(f"layer attention needs a decoder-only LM with model.layers (Llama/Qwen style); "
                              f"got {type(lm).__name__}")
         k = min(max(layer, 1), len(layers))
-        batch = self.build(visual, visual_mask, questions, left_pad=True)
+        batch = self.build(visual, visual_mask, questions, left_pad=True, query=query)
         captured = {}
 
         def grab(module, args, out):

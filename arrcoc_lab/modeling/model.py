@@ -78,28 +78,33 @@ class ARRCOC(nn.Module):
                 answers: list[str] | None = None, features: torch.Tensor | None = None, generate: bool = True,
                 seeds: list[int] | None = None, max_new_tokens: int | None = None, count_flops: bool = False,
                 gumbel_tau: float | None = None, analyze: bool = True, stop_after: str | None = None,
-                probes: bool | None = None) -> ModelOutput:
+                probes: bool | None = None, prompts: list[str] | None = None) -> ModelOutput:
         """pixels (B, 3, S, S) in [0, 255] and B questions → trace, answers, loss.
 
         policy: a Policy object; budget: its resolved budget, one int or one per sample.
         Training modes: `gumbel_tau` draws levels by straight-through Gumbel-softmax from the
-        relevance (seeded per sample by `seeds`); `analyze=False` skips the query encoder and the
-        analyzer for policies that do not read them; `stop_after="relevance"` ends after the analyzer."""
+        relevance (seeded per sample by `seeds`); `analyze=False` skips the analyzer (and the query
+        encoder, unless the LLM reads it) for policies that do not read them; `stop_after="relevance"`
+        ends after the analyzer; `prompts` replaces the questions in the LLM's byte prompt (training
+        drops some, so the LLM also learns the question from the query encoder)."""
         B = pixels.shape[0]
         budgets = list(budget) if isinstance(budget, (list, tuple)) else [budget] * B
         seeds = seeds or list(range(B))
         tr = Trace(probes=self.probes if probes is None else probes, count_flops=count_flops, sync=pixels.is_cuda)
         F = self._encode(tr, pixels, features)
-        if analyze or policy.reads_relevance or gumbel_tau is not None:
-            self._analyze(tr, F, questions, pixels)
+        relevance = analyze or policy.reads_relevance or gumbel_tau is not None
+        if relevance or self.llm.question_proj is not None:
+            self._encode_query(tr, questions)
+        if relevance:
+            self._analyze(tr, F, pixels)
         if stop_after == "relevance":
             return ModelOutput(trace=tr, answers=None, loss=None)
         ctx = AllocationContext(tr.relevance, tr.query, questions, pixels, F, seeds, geometry=self.geometry,
-                                scoring=LLMScoring(self._llm_inputs, self.llm.layer_attention, self.llm.embed_text))
+                                scoring=LLMScoring(self._llm_inputs, self._layer_attention(tr), self.llm.embed_text))
         self._allocate(tr, ctx, policy, budgets, gumbel_tau)
         self._compress(tr, F, ctx, policy)
         self._adapt(tr, ctx, policy)
-        return self._answer(tr, questions, answers, generate, max_new_tokens)
+        return self._answer(tr, prompts or questions, answers, generate, max_new_tokens)
 
     # ---------------------------------------------------------------------------- the stages
     def _encode(self, tr: Trace, pixels: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
@@ -110,11 +115,13 @@ class ARRCOC(nn.Module):
         tr.check("sam.features", F, shape=(B, self.sam.out_chans, g.patches_per_side, g.patches_per_side))
         return F
 
-    def _analyze(self, tr: Trace, F: torch.Tensor, questions: list[str], pixels: torch.Tensor) -> None:
-        g, B = self.geometry, F.shape[0]
+    def _encode_query(self, tr: Trace, questions: list[str]) -> None:
         with tr.stage("query"):
             tr.query = self.query_encoder(questions)
-        tr.check("query.tokens", tr.query.tokens, shape=(B, None, None), mask=tr.query.mask)
+        tr.check("query.tokens", tr.query.tokens, shape=(len(questions), None, None), mask=tr.query.mask)
+
+    def _analyze(self, tr: Trace, F: torch.Tensor, pixels: torch.Tensor) -> None:
+        g, B = self.geometry, F.shape[0]
         with tr.stage("relevance"):
             tr.relevance = self.relevance(F, tr.query, pixels)
         tr.check("relevance.patch", tr.relevance.patch, shape=(B, g.patches_per_side, g.patches_per_side), lo=0, hi=1)
@@ -157,11 +164,19 @@ class ARRCOC(nn.Module):
         answer_loss = out = None
         with tr.stage("llm"):
             if answers is not None:
-                answer_loss = self.llm.answer_loss(tr.visual, tr.tokens.mask, questions, answers)
+                answer_loss = self.llm.answer_loss(tr.visual, tr.tokens.mask, questions, answers, query=tr.query)
             if generate:
-                out = self.llm.generate(tr.visual, tr.tokens.mask, questions, max_new_tokens)
+                out = self.llm.generate(tr.visual, tr.tokens.mask, questions, max_new_tokens, query=tr.query)
         return ModelOutput(trace=tr, answers=out, loss=answer_loss.mean if answer_loss else None,
                            answer_loss=answer_loss)
+
+    def _layer_attention(self, tr: Trace):
+        """LLMScoring's view of one LLM layer's attention, with this forward's question states."""
+        def attention(visual, mask, questions, layer):
+            if self.llm.question_proj is None:  # the plain call (what a test double of the LLM replaces)
+                return self.llm.layer_attention(visual, mask, questions, layer)
+            return self.llm.layer_attention(visual, mask, questions, layer, query=tr.query)
+        return attention
 
     def _llm_inputs(self, clip_tokens: torch.Tensor, tokens: TokenSet) -> torch.Tensor:
         """A token set as the LLM would see it (adapter → projector), for LLMScoring: (B, T, H)."""

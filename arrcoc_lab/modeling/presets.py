@@ -117,7 +117,9 @@ def lab() -> PipelineConfig:
         clip=ClipConfig(image_size=256, patch_size=8, width=128, layers=4, heads=4, output_dim=128,
                         zero_init_residual=True),
         adapter=AdapterConfig(heads=4),
-        llm=LLMConfig(hidden_size=128, layers=4, heads=4, kv_heads=2, intermediate_size=384, max_positions=2048),
+        # the LLM also reads the question through MiniLM (issue 15: phrasings never seen in training)
+        llm=LLMConfig(hidden_size=128, layers=4, heads=4, kv_heads=2, intermediate_size=384, max_positions=2048,
+                      question_embedding=True),
     )
     return _wire(cfg, feat=128, width=128, hidden=128)
 

@@ -20,6 +20,11 @@ import torch
 
 from ..errors import InterfaceError
 
+# The nine stages of the pipeline, in order: the one list the trace, the timings, FLOP and latency
+# reports, the phases and the probes name stages from.
+STAGES = ("sam", "query", "relevance", "allocator", "compressor", "clip", "adapter", "projector", "llm")
+FROZEN_STAGES = ("sam", "query")  # frozen encoders: cached (SAM) or pretrained (query); never trained by a phase
+
 
 def probes_default() -> bool:
     return os.environ.get("ARRCOC_PROBES", "1") not in ("0", "false", "False")

@@ -92,17 +92,21 @@ class ArrcocPolicy(Policy):
 
 class OraclePolicy(Policy):
     """Training only (not in the registry): follows the utility map it is given — region-label
-    oracles, random maps, uniform — at per-sample budgets; phase 0 teaches the downstream to read
-    whatever allocation a policy may produce."""
+    oracles, random maps, uniform — at per-sample budgets, or levels given outright (reading
+    views); phase 0 teaches the downstream to read whatever allocation a policy may produce."""
 
     name, cite = "oracle", "Training: a given per-cell utility map (region labels, random, uniform), solved under the budget."
     reads_relevance = False
 
-    def __init__(self, utility: torch.Tensor):
+    def __init__(self, utility: torch.Tensor, levels: torch.Tensor | None = None):
         self.utility = utility  # (B, Hc, Wc)
+        self.levels = levels  # (B, Hc, Wc) long, or None: solve the knapsack on `utility`
 
     def plan(self, ctx, budgets, allocator):
         return self.utility.to(ctx.features.device), budgets, [None] * len(budgets)
+
+    def fixed_levels(self, ctx):
+        return self.levels
 
 
 def rule_tier(question: str, cfg: AllocatorConfig) -> str:

@@ -24,8 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from ..errors import InputError
+from ..modeling.trace import FROZEN_STAGES, STAGES
 
-MODULES = ("relevance", "allocator", "compressor", "clip", "adapter", "projector", "llm")
+MODULES = tuple(s for s in STAGES if s not in FROZEN_STAGES)  # ARRCOC submodules a phase may train
 LOSSES = ("answer", "relevance", "tier", "efficiency", "diversity", "consistency", "read")
 ALLOCATIONS = ("none", "mixed", "model", "gumbel", "uniform")
 
@@ -45,6 +46,15 @@ class PhaseConfig:
     budget_floor: float = 0.25  # efficiency also penalises a batch-average spend below the target, at this weight (0 = one-sided, as in the seeds)
     detail_share: float | None = None  # fraction of each batch drawn from fine-detail questions (None = as in the data, ~1/3)
     high_res_steps: float = 0.0  # mixed allocation: share of steps whose targeted detail samples get their target at full resolution
+    full_steps: float = 0.03  # mixed allocation: share of steps with every cell at the top level (the `full` policy's view; ~30x a normal step's cost)
+    # reading views (mixed allocation): on this share of steps every detail sample sees its sign's
+    # cells (and, half the time, another sign of the scene, so the question must pick one) at a
+    # reading level and every other cell at the minimum — ~80-150 tokens instead of a full image's
+    # 1,024, which is what makes teaching the downstream to read affordable on a CPU
+    reading_steps: float = 0.0
+    reading_top_until: float = 0.5  # reading-first: before this fraction of the phase, reading views use the top level only
+    reading_level: int = 2  # after it, half of the reading views use this level (the lab's 64-token budget gives a sign level 2)
+    question_dropout: float = 0.0  # share of samples whose byte prompt omits the question (the LLM must use the query encoder's)
     description: str = ""
 
     def __post_init__(self):
@@ -58,13 +68,16 @@ class PhaseConfig:
             raise InputError(f"phase {self.name}: detail_share must be in [0, 1], got {self.detail_share}")
         if not 0.0 <= self.high_res_steps <= 1.0:
             raise InputError(f"phase {self.name}: high_res_steps must be in [0, 1], got {self.high_res_steps}")
+        for name in ("reading_steps", "reading_top_until", "question_dropout", "full_steps"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InputError(f"phase {self.name}: {name} must be in [0, 1], got {getattr(self, name)}")
         if self.budget_floor < 0:
             raise InputError(f"phase {self.name}: budget_floor must be ≥ 0, got {self.budget_floor}")
         if self.allocation not in ALLOCATIONS:
             raise InputError(f"phase {self.name}: unknown allocation {self.allocation!r}; known: {list(ALLOCATIONS)}")
 
 
-DOWNSTREAM = ("compressor", "clip", "adapter", "projector", "llm")
+DOWNSTREAM = STAGES[STAGES.index("compressor"):]  # what turns an allocation into an answer
 
 PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PhaseConfig("phase0", DOWNSTREAM, {"answer": 1.0, "read": 0.5}, allocation="mixed", lr=1e-3, steps=1500,

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import InputError
 from ..data.features import SceneTensors, encode_scenes, target_cells
+from ..modeling.allocator import solve_knapsack
 from .config import TrainConfig
 from .phases import PhaseConfig
 
@@ -31,18 +33,67 @@ class TrainData:
     def __len__(self):
         return len(self.questions)
 
+    def other_sign(self, i: int):
+        """The box of another detail question's region in sample i's scene (None if there is none):
+        a reading view shows it beside the asked-about one, so the question has to pick."""
+        if not hasattr(self, "_detail_boxes"):
+            self._detail_boxes: dict[int, list] = {}
+            for j, (d, box) in enumerate(zip(self.difficulty, self.boxes)):
+                if d == "detail" and box is not None:
+                    self._detail_boxes.setdefault(self.scene_index[j], []).append(box)
+        mine = self.boxes[i]
+        others = [b for b in self._detail_boxes.get(self.scene_index[i], []) if b != mine]
+        return others[0] if others else None
+
+
+def parse_mix(data: str, n_scenes: int) -> list[tuple[str, int]]:
+    """A training set spec: one dataset ("scenebench:train") or several joined by "+", each with an
+    optional scene count ("scenebench:train@12000+docsynth:train@3000"); the default count is
+    `n_scenes`."""
+    out = []
+    for part in data.split("+"):
+        spec, _, n = part.strip().partition("@")
+        try:
+            count = int(n) if n else n_scenes
+        except ValueError:
+            raise InputError(f"training data {part!r}: the count after @ must be an integer, e.g. scenebench:train@3000") from None
+        if count < 1:
+            raise InputError(f"training data {part!r}: need at least one scene, got {count}")
+        out.append((spec, count))
+    return out
+
 
 def load_train_data(model, cfg: TrainConfig) -> TrainData:
+    """The training samples of every dataset in `cfg.data` (see parse_mix), their SAM features read
+    from the cache (computed and cached once when missing). Scenes of a later dataset are numbered
+    after the earlier ones'."""
+    parts = [_load_one(model, spec, n, cfg) for spec, n in parse_mix(cfg.data, cfg.n_scenes)]
+    return parts[0] if len(parts) == 1 else _concat(parts)
+
+
+def _load_one(model, spec: str, n_scenes: int, cfg: TrainConfig) -> TrainData:
     from ..data import SYNTHETIC, load_dataset
 
     g = model.geometry
-    name = cfg.data.split(":", 1)[0]
+    name = spec.split(":", 1)[0]
     per_scene = SYNTHETIC[name].QUESTIONS_PER_SCENE if name in SYNTHETIC else 1
-    ds = load_dataset(cfg.data, n=cfg.n_scenes * per_scene, image_size=g.image_size, patch_size=g.patch_size)
+    ds = load_dataset(spec, n=n_scenes * per_scene, image_size=g.image_size, patch_size=g.patch_size)
     scenes = encode_scenes(model, ds, cfg.cache_dir, progress=cfg.progress, workers=cfg.render_workers)
     f = scenes.fields
     return TrainData(scenes, f["question"], f["answer"], f["target_box"], f["difficulty"], f["scene_index"],
                      scenes.image_hw)
+
+
+def _concat(parts: list[TrainData]) -> TrainData:
+    if len({p.image_hw for p in parts}) > 1:
+        raise InputError(f"training datasets render at different sizes {[p.image_hw for p in parts]}; mix only "
+                         "datasets of one image size")
+    offsets = np.cumsum([0] + [len(p.scenes.scene_ids) for p in parts[:-1]])
+    scenes = SceneTensors(torch.cat([p.scenes.features for p in parts]), torch.cat([p.scenes.pixels for p in parts]),
+                          [o + s for o, p in zip(offsets, parts) for s in p.scenes.scene_ids], None, parts[0].image_hw)
+    cat = lambda key: [x for p in parts for x in getattr(p, key)]
+    return TrainData(scenes, cat("questions"), cat("answers"), cat("boxes"), cat("difficulty"),
+                     [int(o + s) for o, p in zip(offsets, parts) for s in p.scene_index], parts[0].image_hw)
 
 
 def sample_indices(data: TrainData, phase: PhaseConfig, step: int, cfg: TrainConfig) -> np.ndarray:
@@ -81,12 +132,46 @@ def make_batch(data: TrainData, model, phase: PhaseConfig, step: int, cfg: Train
     if phase.allocation in ("mixed", "model"):
         batch["budgets"], batch["utility"] = mixed_allocation(
             batch["target_cells"], g, cfg.seed, step, rank, world, cfg.batch_size,
-            detail=batch["detail"].tolist(), high_res_steps=phase.high_res_steps)
+            detail=batch["detail"].tolist(), high_res_steps=phase.high_res_steps, full_steps=phase.full_steps)
+    if phase.allocation == "mixed" and np.random.default_rng([cfg.seed, step, 5]).random() < phase.reading_steps:
+        others = target_cells([data.other_sign(i) for i in mine], g, data.image_hw).to(device)
+        batch["levels"] = reading_views(batch, others, g, model.allocator.cfg.utility_exponent,
+                                        reading_view_level(phase, step, cfg.seed, g), cfg.seed, step, rank, world)
+    if phase.question_dropout:
+        drop = np.random.default_rng([cfg.seed, step, 6]).random(cfg.batch_size)[rank::world] < phase.question_dropout
+        batch["prompts"] = ["" if d else q for d, q in zip(drop, batch["questions"])]
     return batch
 
 
+def reading_view_level(phase: PhaseConfig, step: int, seed: int, g) -> int:
+    """Reading-first: the top level before `reading_top_until` of the phase, then top or
+    `reading_level` with equal odds (drawn per step, so a batch shares one token count)."""
+    if step < phase.reading_top_until * phase.steps:
+        return g.max_level_index
+    return g.max_level_index if np.random.default_rng([seed, step, 7]).random() < 0.5 else phase.reading_level
+
+
+def reading_views(batch: dict, others: torch.Tensor, g, exponent: float, level: int, seed: int, step: int,
+                  rank: int, world: int) -> torch.Tensor:
+    """Levels (B, Hc, Wc) for a reading step. A detail sample with a region: its cells at `level`,
+    half the time the scene's other asked-about sign too, every other cell at the minimum. Any
+    other sample: the knapsack on its mixed utility at its budget (what phase 0 does otherwise)."""
+    targets, utility = batch["target_cells"], batch["utility"]
+    levels = []
+    for k in range(len(batch["detail"])):
+        b = rank + k * world  # the sample's index in the global batch
+        t = np.nan_to_num(targets[k].cpu().numpy(), nan=0.0) > 0
+        if bool(batch["detail"][k]) and t.any():
+            if np.random.default_rng([seed, step, 8, b]).random() < 0.5:
+                t |= np.nan_to_num(others[k].cpu().numpy(), nan=0.0) > 0
+            levels.append(np.where(t, level, g.min_level))
+        else:
+            levels.append(solve_knapsack(utility[k].numpy(), g, batch["budgets"][k], exponent))
+    return torch.from_numpy(np.stack(levels)).long()
+
+
 def mixed_allocation(targets: torch.Tensor, g, seed: int, step: int, rank: int, world: int, global_batch: int,
-                     detail: list[bool] | None = None, high_res_steps: float = 0.0):
+                     detail: list[bool] | None = None, high_res_steps: float = 0.0, full_steps: float = 0.03):
     """Random budgets and utilities so the downstream learns to read any allocation.
 
     Gist samples: 45 % aimed at the target (oracle), 20 % random, 20 % uniform, 15 % random
@@ -94,13 +179,13 @@ def mixed_allocation(targets: torch.Tensor, g, seed: int, step: int, rank: int, 
     Fine-detail samples are what the downstream must learn to *read*, so 70 % of them get the
     oracle at the budgets where a target cell reaches a readable level (uniform and accurate),
     and on `high_res_steps` of the steps their target at full resolution (the `full` policy's
-    view); 3 % of steps are full everywhere."""
+    view); `full_steps` of the steps are full everywhere."""
     choices = [g.min_tokens, g.budget_for_mode("balanced"), g.uniform_budget, g.budget_for_mode("accurate")]
     detail = detail or [False] * len(targets)
     budgets, utils = [], []
     # full resolution is drawn per step, not per sample: one full sample would pad the whole batch
     # to max_tokens and cost ~10x the step time; likewise target-at-full steps
-    full_step = np.random.default_rng([seed, step, 3]).random() < 0.03
+    full_step = np.random.default_rng([seed, step, 3]).random() < full_steps
     high_step = np.random.default_rng([seed, step, 4]).random() < high_res_steps
     for k, b in enumerate(range(rank, global_batch, world)):
         r = np.random.default_rng([seed, step, 2, b])

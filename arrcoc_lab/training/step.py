@@ -35,7 +35,7 @@ class TrainStep(nn.Module):
         ph, g = self.phase, self.model.geometry
         n = len(batch["questions"])
         if ph.allocation == "mixed":
-            return OraclePolicy(batch["utility"]), batch["budgets"], None
+            return OraclePolicy(batch["utility"], batch.get("levels")), batch["budgets"], None
         if ph.allocation == "model":
             return get_policy("arrcoc"), batch["budgets"], None
         if ph.allocation == "gumbel":
@@ -49,7 +49,7 @@ class TrainStep(nn.Module):
         analyze = bool({"relevance", "tier"} & set(ph.losses)) or ph.allocation in ("gumbel", "model")
         res = m(batch["pixels"], batch["questions"], policy=policy, budget=budgets, features=batch["features"],
                 answers=batch["answers"] if "answer" in ph.losses else None, generate=False,
-                seeds=batch["noise_seeds"], gumbel_tau=tau, analyze=analyze, probes=False,
+                seeds=batch["noise_seeds"], gumbel_tau=tau, analyze=analyze, probes=False, prompts=batch.get("prompts"),
                 stop_after="relevance" if ph.allocation == "none" else None)
         tr, out = res.trace, {}
         if "relevance" in ph.losses:

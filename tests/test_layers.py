@@ -1,0 +1,97 @@
+"""The package's layout is its architecture (docs/ARCHITECTURE.md): imports point downward only,
+and every module stays readable in one sitting."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("arrcoc_lab", "widgets")
+# lower rank = lower layer; a module may import its own layer and the layers below it, never above
+RANK = {
+    "base": 0,  # arrcoc_lab.errors, .inputs, .checkpoint: what every layer shares
+    "modeling": 1, "data": 1,  # the bottom: the model and the datasets, independent of each other
+    "policies": 2,
+    "pipeline": 3,  # arrcoc_lab.pipeline: the public contract (load_pipeline)
+    "training": 4,
+    "evaluation": 5,
+    "apps": 6,
+    "widgets": 7,
+}
+FACADES = {"arrcoc_lab", "arrcoc_lab.__main__"}  # the package's front door re-exports from above, lazily
+MAX_LINES = 400
+
+
+def layer(module: str) -> str:
+    parts = module.split(".")
+    if parts[0] == "widgets":
+        return "widgets"
+    if len(parts) == 1:
+        return "base"
+    if parts[1] in RANK:
+        return parts[1]
+    return "pipeline" if parts[1] == "pipeline" else "base"
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    """Every import of the package's own modules in the file (top-level and inside functions),
+    as absolute module names."""
+    mod = module_name(path)
+    package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            out += [(node.lineno, f"{target}.{a.name}") for a in node.names]  # a.name: a module or a name in one
+    return [(line, t) for line, t in out if t.split(".")[0] in PACKAGES]
+
+
+SOURCES = sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_point_downward(path):
+    mod = module_name(path)
+    if mod in FACADES:
+        return
+    own = layer(mod)
+    upward = [f"line {line}: {target} ({layer(target)})" for line, target in imports(path)
+              if layer(target) != own and RANK[layer(target)] >= RANK[own]]
+    assert not upward, f"{mod} ({own}) imports from its own level or above: {upward}"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_module_readable_in_one_sitting(path):
+    n = len(path.read_text().splitlines())
+    assert n <= MAX_LINES, f"{path.relative_to(ROOT)} has {n} lines (limit {MAX_LINES}): split it by responsibility"
+
+
+def test_layers_exist_as_folders():
+    for name in ("modeling", "data", "policies", "training", "evaluation", "apps"):
+        assert (ROOT / "arrcoc_lab" / name / "__init__.py").is_file(), name
+
+
+def test_checker_sees_upward_imports(tmp_path, monkeypatch):
+    """The rule above would catch a modeling module reaching into evaluation, however it imports."""
+    fake = ROOT / "arrcoc_lab" / "modeling" / "_probe_upward.py"
+    src = "from ..evaluation import metrics\n\ndef f():\n    from arrcoc_lab.apps import cli\n"
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: src if self == fake else Path.read_bytes(self).decode())
+    found = [t for _, t in imports(fake)]
+    assert found == ["arrcoc_lab.evaluation.metrics", "arrcoc_lab.apps.cli"]
+    assert all(RANK[layer(t)] > RANK[layer(module_name(fake))] for t in found)

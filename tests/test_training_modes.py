@@ -1,0 +1,152 @@
+"""One forward path (training calls ARRCOC.forward), phase 0's reading views and question dropout,
+mixed training sets, the LLM's question states, and configs that builders never change."""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from arrcoc_lab.errors import InputError
+from arrcoc_lab.modeling import allocator as A
+from arrcoc_lab.modeling.presets import get_preset
+from arrcoc_lab.pipeline import load_pipeline
+from arrcoc_lab.policies import OraclePolicy, get_policy
+from arrcoc_lab.training.config import TrainConfig
+from arrcoc_lab.training.phases import get_phase
+from arrcoc_lab.training.sampling import load_train_data, make_batch, parse_mix
+from arrcoc_lab.training.step import TrainStep
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    pipe = load_pipeline("tiny", weights="random")
+    cfg = TrainConfig(n_scenes=4, batch_size=8, cache_dir=str(tmp_path_factory.mktemp("cache")), progress=False,
+                      render_workers=0)
+    return pipe, load_train_data(pipe.model, cfg), cfg
+
+
+def test_gumbel_phases_train_through_the_allocators_one_gumbel(tiny, monkeypatch):
+    """Phases 1 and 3 draw their levels with modeling.allocator.gumbel_levels, inside the model's forward."""
+    pipe, data, cfg = tiny
+    calls = []
+    real = A.gumbel_levels
+    monkeypatch.setattr(A, "gumbel_levels", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ph = get_phase("phase1", steps=1)
+    out = TrainStep(pipe.model, ph)(make_batch(data, pipe.model, ph, 0, cfg, 0, 1, "cpu"))
+    assert calls == [1] and {"answer", "efficiency", "diversity"} <= set(out)
+    out["answer"].backward()  # the answer reaches the relevance analyzer through the straight-through levels
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in pipe.model.relevance.parameters())
+    pipe.model.zero_grad(set_to_none=True)
+
+
+def test_training_forward_is_the_inference_forward(tiny):
+    """A phase-0 step's answer loss is the model forward's own, with the same levels."""
+    pipe, data, cfg = tiny
+    m, ph = pipe.model, get_phase("phase0", steps=1, losses={"answer": 1.0}, question_dropout=0.0)
+    batch = make_batch(data, m, ph, 3, cfg, 0, 1, "cpu")
+    with torch.no_grad():
+        out = TrainStep(m, ph)(batch)
+        ref = m(batch["pixels"], batch["questions"], policy=OraclePolicy(batch["utility"]), budget=batch["budgets"],
+                answers=batch["answers"], features=batch["features"], generate=False)
+    assert torch.equal(out["_levels"], ref.trace.allocation.levels)
+    assert torch.allclose(out["answer"], ref.loss)
+
+
+def test_reading_views_show_the_sign_and_little_else(tiny):
+    pipe, data, cfg = tiny
+    g = pipe.geometry
+    ph = get_phase("phase0", steps=10, reading_steps=1.0, reading_top_until=1.0)
+    batch = make_batch(data, pipe.model, ph, 0, cfg, 0, 1, "cpu")
+    levels = batch["levels"]
+    for k in range(len(batch["questions"])):
+        t = torch.nan_to_num(batch["target_cells"][k]) > 0
+        if batch["detail"][k] and t.any():
+            assert (levels[k][t] == g.max_level_index).all()  # the sign at the top level (reading-first)
+            assert set(levels[k][~t].tolist()) <= {g.min_level, g.max_level_index}  # the rest at the minimum (or a second sign)
+        else:
+            tokens = int(torch.tensor(g.levels)[levels[k]].sum())
+            assert tokens <= batch["budgets"][k]  # other samples: the knapsack under their budget
+    after = get_phase("phase0", steps=10, reading_steps=1.0, reading_top_until=0.0, reading_level=1)
+    seen = set()
+    for s in range(12):  # after reading-first: the top level or reading_level, drawn per step
+        b = make_batch(data, pipe.model, after, s, cfg, 0, 1, "cpu")
+        for k in range(len(b["questions"])):
+            t = torch.nan_to_num(b["target_cells"][k]) > 0
+            if b["detail"][k] and t.any():
+                seen |= set(b["levels"][k][t].tolist())
+    assert seen == {1, g.max_level_index}
+    out = TrainStep(pipe.model, ph)(batch)
+    assert torch.equal(out["_levels"], levels)  # the forward used the given levels as they were
+
+
+def test_question_dropout_blanks_a_share_of_byte_prompts(tiny):
+    pipe, data, cfg = tiny
+    ph = get_phase("phase0", steps=10, question_dropout=0.5)
+    dropped = [p == "" for s in range(20) for p in make_batch(data, pipe.model, ph, s, cfg, 0, 1, "cpu")["prompts"]]
+    assert 0.3 < np.mean(dropped) < 0.7
+    assert make_batch(data, pipe.model, ph, 4, cfg, 0, 1, "cpu")["prompts"] == \
+        make_batch(data, pipe.model, ph, 4, cfg, 0, 1, "cpu")["prompts"]  # seeded by step
+
+
+def test_training_sets_mix_and_count():
+    assert parse_mix("scenebench:train", 7) == [("scenebench:train", 7)]
+    assert parse_mix("scenebench:train@12+docsynth:train@3", 7) == [("scenebench:train", 12), ("docsynth:train", 3)]
+    for bad in ("scenebench:train@x", "scenebench:train@0"):
+        with pytest.raises(InputError):
+            parse_mix(bad, 7)
+
+
+def test_docsynth_joins_the_training_set(tiny, tmp_path):
+    pipe, data, cfg = tiny
+    mixed = load_train_data(pipe.model, TrainConfig(**{**cfg.__dict__, "data": "scenebench:train@2+docsynth:train@2"}))
+    assert len(mixed) == 24 and len(mixed.scenes.scene_ids) == 4
+    assert sorted(set(mixed.scene_index)) == [0, 1, 2, 3]  # DocSynth's scenes numbered after SceneBench's
+    assert any("page" in q.lower() or "chart" in q.lower() or "table" in q.lower() for q in mixed.questions[12:])
+    assert torch.equal(mixed.scenes.features[:2], data.scenes.features[:2])
+    batch = make_batch(mixed, pipe.model, get_phase("phase0", steps=1), 0, TrainConfig(**{**cfg.__dict__, "batch_size": 24}),
+                       0, 1, "cpu")
+    assert len(batch["questions"]) == 24
+
+
+def test_llm_reads_the_question_through_the_query_encoder():
+    cfg = get_preset("tiny")
+    cfg.llm.question_embedding = True
+    pipe = load_pipeline(config=cfg, weights="random")
+    m = pipe.model
+    assert m.llm.question_proj is not None
+    policy, budget = pipe.resolve("uniform")
+    pixels = torch.rand(2, 3, 128, 128) * 255
+    with torch.no_grad():
+        a = m(pixels, ["What city is this?", "What colour is the sky?"], policy=policy, budget=budget,
+              answers=["paris", "blue"], generate=False, prompts=["", ""])
+        b = m(pixels, ["What is the code on the red sign?", "How many signs are there?"], policy=policy, budget=budget,
+              answers=["paris", "blue"], generate=False, prompts=["", ""])
+    # identical pixels and byte prompts: only the query encoder's view of the question differs
+    assert not torch.allclose(a.answer_loss.per_sample, b.answer_loss.per_sample)
+    with pytest.raises(InputError, match="query encoder"):
+        m.llm.build(a.trace.visual, a.trace.tokens.mask, ["q", "q"], query=None)
+
+
+def test_builders_and_load_pipeline_leave_the_callers_config_alone():
+    cfg = get_preset("tiny")
+    cfg.relevance.query_dim = 999  # wrong on purpose: the builder wires the real width
+    before = copy.deepcopy(cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = load_pipeline(config=cfg, weights="random")
+        load_pipeline(config=cfg, weights=None)
+    assert cfg == before
+    assert pipe.config.relevance.query_dim == pipe.model.query_encoder.dim != 999
+
+
+def test_policy_objects_and_budgets_resolve_once_at_the_boundary(tiny):
+    pipe = tiny[0]
+    p, b = pipe.resolve("uniform", "fast")
+    assert p is get_policy("uniform") and b == pipe.geometry.budget_for_mode("fast")
+    with pytest.raises(InputError, match="unknown policy"):
+        pipe.resolve("nope")
+    with pytest.raises(InputError, match="outside the accepted range"):
+        pipe.resolve("uniform", 10**6)
