@@ -10,27 +10,41 @@ STAMP := $(VENV)/.installed
 # The whole lab curriculum as papermill notebooks; reports land in reports/lab/<phase>/,
 # checkpoints in runs/lab/<phase>/ (git-ignored); the result is exported as the shipped weights,
 # evaluated, and benchmarked (with uniform's own fine-tuned downstream, runs/lab/uniform_ft/).
-# Step counts fit a 2-core CPU in about 90 minutes. The shipped weights were trained on one H100
-# (about 10 minutes of training): make train-lab LAB_DEVICE=cuda LAB_STEPS_PHASE0=5000 LAB_STEPS=300
-LAB_STEPS_PHASE0 ?= 1600
+# Resumable: a phase is done when its runs/lab/<phase>/model.safetensors exists; an interrupted phase
+# continues from its last checkpoint when `make train-lab` runs again (reports/lab/RUN.md).
+# CPU cost per phase and in total: reports/lab/RUN.md. On a GPU: make train-lab LAB_DEVICE=cuda
+LAB_DATA ?= scenebench:train@12000+docsynth:train@2000
+LAB_STEPS_PHASE0 ?= 6000
 LAB_STEPS_PHASE1A ?= 600
-LAB_STEPS ?= 100
+LAB_STEPS ?= 150
 LAB_DEVICE ?= cpu
-# SceneBench train scenes for every phase (6 questions each; SAM features are cached once per scene)
-LAB_N_SCENES ?= 3000
-# phase 0's global batch (half of it fine-detail questions, the signs its region reader learns from)
-LAB_BATCH_PHASE0 ?= 32
-train-lab: $(STAMP)
-	$(PY) -m arrcoc_lab.apps.cli run-phase phase0 -p n_scenes $(LAB_N_SCENES) -p steps $(LAB_STEPS_PHASE0) -p device $(LAB_DEVICE) -p batch_size $(LAB_BATCH_PHASE0)
-	$(PY) -m arrcoc_lab.apps.cli run-phase phase1a -p n_scenes $(LAB_N_SCENES) -p steps $(LAB_STEPS_PHASE1A) -p device $(LAB_DEVICE) -p init_from runs/lab/phase0/model.safetensors
-	$(PY) -m arrcoc_lab.apps.cli run-phase phase1 -p n_scenes $(LAB_N_SCENES) -p steps $(LAB_STEPS) -p device $(LAB_DEVICE) -p init_from runs/lab/phase1a/model.safetensors
-	$(PY) -m arrcoc_lab.apps.cli run-phase phase2 -p n_scenes $(LAB_N_SCENES) -p steps $(LAB_STEPS) -p device $(LAB_DEVICE) -p init_from runs/lab/phase1/model.safetensors
-	$(PY) -m arrcoc_lab.apps.cli run-phase phase3 -p n_scenes $(LAB_N_SCENES) -p steps $(LAB_STEPS) -p device $(LAB_DEVICE) -p init_from runs/lab/phase2/model.safetensors
-	$(PY) -m arrcoc_lab.apps.cli export runs/lab/phase3/model.safetensors
-	$(PY) -m arrcoc_lab.apps.cli run-phase evaluation
-	$(PY) -m arrcoc_lab.apps.cli train --phase uniform_ft --init-from arrcoc_lab/weights/lab/model.safetensors \
-		--out runs/lab/uniform_ft --steps 200 --n-scenes $(LAB_N_SCENES)
-	$(PY) -m arrcoc_lab.apps.cli run-phase benchmark -p output_dir reports/bench/lab
+# phase 0's global batch (cut into token-sorted micro-batches on reading steps)
+LAB_BATCH_PHASE0 ?= 64
+LAB_RUN := $(PY) -m arrcoc_lab run-phase
+LAB_COMMON = -p data "$(LAB_DATA)" -p device $(LAB_DEVICE)
+
+train-lab: runs/lab/benchmark.done
+
+runs/lab/phase0/model.safetensors: | $(STAMP)
+	$(LAB_RUN) phase0 $(LAB_COMMON) -p steps $(LAB_STEPS_PHASE0) -p batch_size $(LAB_BATCH_PHASE0)
+runs/lab/phase1a/model.safetensors: runs/lab/phase0/model.safetensors
+	$(LAB_RUN) phase1a $(LAB_COMMON) -p steps $(LAB_STEPS_PHASE1A) -p init_from $<
+runs/lab/phase1/model.safetensors: runs/lab/phase1a/model.safetensors
+	$(LAB_RUN) phase1 $(LAB_COMMON) -p steps $(LAB_STEPS) -p init_from $<
+runs/lab/phase2/model.safetensors: runs/lab/phase1/model.safetensors
+	$(LAB_RUN) phase2 $(LAB_COMMON) -p steps $(LAB_STEPS) -p init_from $<
+runs/lab/phase3/model.safetensors: runs/lab/phase2/model.safetensors
+	$(LAB_RUN) phase3 $(LAB_COMMON) -p steps $(LAB_STEPS) -p init_from $<
+runs/lab/export.done: runs/lab/phase3/model.safetensors
+	$(PY) -m arrcoc_lab export $<
+	$(LAB_RUN) evaluation
+	touch $@
+runs/lab/uniform_ft/model.safetensors: runs/lab/export.done
+	$(PY) -m arrcoc_lab train --phase uniform_ft --init-from arrcoc_lab/weights/lab/model.safetensors \
+		--out runs/lab/uniform_ft --steps 200 --data "$(LAB_DATA)"
+runs/lab/benchmark.done: runs/lab/uniform_ft/model.safetensors
+	$(LAB_RUN) benchmark -p output_dir reports/bench/lab
+	touch $@
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,7 +55,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m arrcoc_lab.apps.cli demo
+	$(PY) -m arrcoc_lab demo
 
 test: $(STAMP)
 	$(PY) -m pytest

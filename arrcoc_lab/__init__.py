@@ -6,7 +6,8 @@
 """
 from .errors import CheckpointError, InputError, InterfaceError
 
-__all__ = ["load_pipeline", "Pipeline", "PipelineOutput", "InputError", "CheckpointError", "InterfaceError"]
+__all__ = ["load_pipeline", "Pipeline", "PipelineOutput", "InputError", "CheckpointError", "InterfaceError",
+           "POLICIES", "get_policy", "register_policy"]
 __version__ = "0.1.0"
 
 
@@ -14,4 +15,7 @@ def __getattr__(name):  # heavy imports (torch, transformers) only when the pipe
     if name in ("load_pipeline", "Pipeline", "PipelineOutput", "UntrainedWeightsWarning"):
         from . import pipeline
         return getattr(pipeline, name)
+    if name in ("POLICIES", "get_policy", "register_policy"):  # the allocation registry
+        from . import policies
+        return getattr(policies, name)
     raise AttributeError(f"module 'arrcoc_lab' has no attribute {name!r}")

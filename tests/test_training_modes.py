@@ -22,7 +22,8 @@ from arrcoc_lab.training.step import TrainStep
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    pipe = load_pipeline("tiny", weights="random")
+    """The lab preset at its seeded init (the synthetic sets need 32 patches a side) on 4 scenes."""
+    pipe = load_pipeline("lab", weights="random")
     cfg = TrainConfig(n_scenes=4, batch_size=8, cache_dir=str(tmp_path_factory.mktemp("cache")), progress=False,
                       render_workers=0)
     return pipe, load_train_data(pipe.model, cfg), cfg
@@ -150,3 +151,48 @@ def test_policy_objects_and_budgets_resolve_once_at_the_boundary(tiny):
         pipe.resolve("nope")
     with pytest.raises(InputError, match="outside the accepted range"):
         pipe.resolve("uniform", 10**6)
+
+
+def test_rephrase_trains_on_many_phrasings_of_the_same_question(tiny):
+    from arrcoc_lab.data.phrasing import parse
+
+    pipe, data, cfg = tiny
+    ph = get_phase("phase0", steps=10, rephrase=1.0)
+    b = make_batch(data, pipe.model, ph, 0, cfg, 0, 1, "cpu")
+    idx = [data.questions.index(q) if q in data.questions else None for q in b["questions"]]
+    assert idx.count(None) >= len(idx) // 2  # most are no longer the template's words
+    plain = make_batch(data, pipe.model, get_phase("phase0", steps=10), 0, cfg, 0, 1, "cpu")["questions"]
+    for new, old in zip(b["questions"], plain):  # same family and fields: the answer stays right
+        a, o = parse(new), parse(old)
+        assert (a.family, a.fields) == (o.family, o.fields)
+
+
+def test_micro_batches_give_the_whole_batchs_gradient(tiny):
+    """A reading step cut into token-sorted chunks accumulates exactly the whole batch's gradient."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from arrcoc_lab.training.loop import _backward, _merge
+    from arrcoc_lab.training.sampling import split_by_tokens
+    from arrcoc_lab.training.step import set_trainable
+
+    pipe, data, cfg = tiny
+    m = pipe.model
+    ph = get_phase("phase0", steps=10, losses={"answer": 1.0}, reading_steps=1.0, micro_batches=3)
+    acc = SimpleNamespace(autocast=contextlib.nullcontext, backward=lambda loss: loss.backward())
+    params = set_trainable(m, ph)
+    batch = make_batch(data, m, ph, 0, cfg, 0, 1, "cpu")
+    step = TrainStep(m, ph)
+    grads = []
+    for n in (1, 3):
+        chunks = split_by_tokens(batch, n, m.geometry)
+        assert len(chunks) == n and sum(len(c["questions"]) for c in chunks) == len(batch["questions"])
+        shares = [len(c["questions"]) / len(batch["questions"]) for c in chunks]
+        out, terms = _merge([(w, _backward(acc, step, c, ph, 0, w)) for c, w in zip(chunks, shares)])
+        grads.append([p.grad.clone() for p in params if p.grad is not None])
+        m.zero_grad(set_to_none=True)
+        if n == 1:
+            whole = float(terms["answer"].detach())
+    assert abs(float(terms["answer"]) - whole) < 1e-4
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(*grads))
+    m.requires_grad_(False)

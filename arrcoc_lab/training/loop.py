@@ -18,7 +18,7 @@ from ..errors import NonFiniteLossError
 from .checkpoints import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .phases import PhaseConfig, get_phase
-from .sampling import TrainData, make_batch
+from .sampling import TrainData, make_batch, split_by_tokens
 from .step import TrainStep, set_trainable
 
 log = logging.getLogger(__name__)
@@ -66,15 +66,11 @@ def run_phase(model, data: TrainData, phase: PhaseConfig | str, cfg: TrainConfig
     running: dict[str, list[float]] = {}
     for step in bar:
         batch = make_batch(data, model, phase, step, cfg, acc.process_index, acc.num_processes, acc.device)
-        with acc.autocast():
-            out = wrapped(batch)
-        terms = {k: v for k, v in out.items() if not k.startswith("_")}
-        for k, v in terms.items():
-            if not torch.isfinite(v):
-                raise NonFiniteLossError(f"non-finite {k} loss at step {step} of {phase.name} "
-                                         f"(component: {_component(k)}); lower the learning rate or resume from the last checkpoint")
-        total = sum(w * terms[k] for k, w in phase.losses.items() if k in terms)  # unweighted terms are only logged
-        acc.backward(total)
+        chunks = split_by_tokens(batch, phase.micro_batches, model.geometry)
+        shares = [len(c["questions"]) / len(batch["questions"]) for c in chunks]
+        out, terms = _merge([(w, _backward(acc, wrapped, c, phase, step, w)) for c, w in zip(chunks, shares)])
+        if len(chunks) > 1:  # the samples in the order of `out` (sorted by tokens), for the sample log
+            batch = {k: [x for c in chunks for x in c[k]] for k in ("questions", "answers")}
         if cfg.max_grad_norm:
             acc.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
@@ -99,6 +95,41 @@ def run_phase(model, data: TrainData, phase: PhaseConfig | str, cfg: TrainConfig
         save_weights(model, out_dir / "model.safetensors", config=pipeline_config)
         atomic_write_text(out_dir / "history.json", json.dumps(history, indent=1))
     return result
+
+
+def _backward(acc, wrapped, batch: dict, phase: PhaseConfig, step: int, share: float = 1.0) -> dict:
+    """Forward and backward of one (micro-)batch; its loss is the batch mean, so chunks weighted
+    by their share add up to the whole batch's gradient (the loop scales them)."""
+    with acc.autocast():
+        out = wrapped(batch)
+    terms = {k: v for k, v in out.items() if not k.startswith("_")}
+    for k, v in terms.items():
+        if not torch.isfinite(v):
+            raise NonFiniteLossError(f"non-finite {k} loss at step {step} of {phase.name} "
+                                     f"(component: {_component(k)}); lower the learning rate or resume from the last checkpoint")
+    total = sum(w * terms[k] for k, w in phase.losses.items() if k in terms)  # unweighted terms are only logged
+    acc.backward(total * share)
+    return out
+
+
+def _merge(outs: list[tuple[float, dict]]) -> tuple[dict, dict]:
+    """One step's outputs from its chunks: loss terms and logged means weighted by chunk share,
+    levels and predictions concatenated in chunk order."""
+    if len(outs) == 1:
+        out = outs[0][1]
+        return out, {k: v for k, v in out.items() if not k.startswith("_")}
+    merged: dict = {}
+    for k in outs[0][1]:
+        vals = [(w, o[k]) for w, o in outs if k in o]
+        if k == "_levels":
+            merged[k] = torch.cat([v for _, v in vals])
+        elif k == "_pred":
+            merged[k] = [p for _, v in vals for p in v]
+        elif torch.is_tensor(vals[0][1]) and vals[0][1].dim() == 0:
+            merged[k] = sum(w * v.detach() for w, v in vals) / sum(w for w, _ in vals)
+        else:
+            merged[k] = vals[-1][1]
+    return merged, {k: v for k, v in merged.items() if not k.startswith("_")}
 
 
 def _component(term: str) -> str:

@@ -55,6 +55,8 @@ class PhaseConfig:
     reading_top_until: float = 0.5  # reading-first: before this fraction of the phase, reading views use the top level only
     reading_level: int = 2  # after it, half of the reading views use this level (the lab's 64-token budget gives a sign level 2)
     question_dropout: float = 0.0  # share of samples whose byte prompt omits the question (the LLM must use the query encoder's)
+    rephrase: float = 0.0  # share of questions drawn in another phrasing of the training generator (data/phrasing.py)
+    micro_batches: int = 1  # reading steps: chunks of similar token counts, gradients accumulated (padding costs less)
     description: str = ""
 
     def __post_init__(self):
@@ -68,9 +70,11 @@ class PhaseConfig:
             raise InputError(f"phase {self.name}: detail_share must be in [0, 1], got {self.detail_share}")
         if not 0.0 <= self.high_res_steps <= 1.0:
             raise InputError(f"phase {self.name}: high_res_steps must be in [0, 1], got {self.high_res_steps}")
-        for name in ("reading_steps", "reading_top_until", "question_dropout", "full_steps"):
+        for name in ("reading_steps", "reading_top_until", "question_dropout", "full_steps", "rephrase"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"phase {self.name}: {name} must be in [0, 1], got {getattr(self, name)}")
+        if self.micro_batches < 1:
+            raise InputError(f"phase {self.name}: micro_batches must be ≥ 1, got {self.micro_batches}")
         if self.budget_floor < 0:
             raise InputError(f"phase {self.name}: budget_floor must be ≥ 0, got {self.budget_floor}")
         if self.allocation not in ALLOCATIONS:
@@ -80,24 +84,31 @@ class PhaseConfig:
 DOWNSTREAM = STAGES[STAGES.index("compressor"):]  # what turns an allocation into an answer
 
 PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
-    PhaseConfig("phase0", DOWNSTREAM, {"answer": 1.0, "read": 0.5}, allocation="mixed", lr=1e-3, steps=1500,
-                detail_share=0.5, high_res_steps=0.2,
-                description="downstream pre-training on randomised allocations"),
+    # the CPU reading curriculum (issue 15, reports/lab/RUN.md): reading views (a sign's cells at a high
+    # level, the rest at the minimum) on most steps, the top level first (reading-first), then half
+    # of them at level 2 (what 64 tokens give a sign); token-sorted micro-batches; phrasings from the
+    # generator and byte prompts without the question, so the LLM also reads it through MiniLM.
+    # The region reader (`read`) is left out: the LLM is the better reader (reports/lab/reading/llm).
+    PhaseConfig("phase0", DOWNSTREAM, {"answer": 1.0}, allocation="mixed", lr=1e-3, steps=6000,
+                detail_share=0.6, high_res_steps=0.0, full_steps=0.01, reading_steps=0.6, reading_top_until=0.35,
+                reading_level=2, question_dropout=0.25, rephrase=0.5, micro_batches=4,
+                description="downstream pre-training on randomised allocations and reading views"),
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
-                lr=2e-3, steps=300, detail_share=0.5, description="allocator pre-training on region labels and tiers"),
+                lr=2e-3, steps=300, detail_share=0.5, rephrase=0.5,
+                description="allocator pre-training on region labels and tiers"),
     PhaseConfig("phase1", ("relevance", "allocator", "adapter"),
                 {"answer": 1.0, "efficiency": 0.5, "diversity": 0.05, "relevance": 0.5}, allocation="gumbel",
-                lr=3e-4, steps=150, detail_share=0.5, budget_floor=2.0,
+                lr=3e-4, steps=150, detail_share=0.5, budget_floor=2.0, rephrase=0.5,
                 description="allocator + adapter; CLIP and LLM frozen"),
     PhaseConfig("phase2", ("clip", "adapter", "compressor"), {"answer": 1.0, "consistency": 0.1}, allocation="model",
-                lr=3e-4, steps=150, detail_share=0.5, description="adapt CLIP (and adapter); allocator frozen"),
+                lr=3e-4, steps=150, detail_share=0.5, rephrase=0.5, description="adapt CLIP (and adapter); allocator frozen"),
     PhaseConfig("phase3", ("relevance", "allocator") + DOWNSTREAM,
                 {"answer": 1.0, "efficiency": 0.5, "relevance": 0.5}, allocation="gumbel", lr=1e-4, steps=150, detail_share=0.5,
-                budget_floor=2.0, description="end to end, efficiency kept"),
+                budget_floor=2.0, rephrase=0.5, description="end to end, efficiency kept"),
     # not part of the curriculum: the uniform baseline's own downstream for the benchmark (issue 5),
     # the shipped downstream adapted to fixed 16x allocations for as many steps as phases 2 + 3
     # adapt it to arrcoc's, so each policy is also compared with a downstream tuned to it
-    PhaseConfig("uniform_ft", DOWNSTREAM, {"answer": 1.0}, allocation="uniform", lr=2e-4, steps=200, detail_share=0.5,
+    PhaseConfig("uniform_ft", DOWNSTREAM, {"answer": 1.0}, allocation="uniform", lr=2e-4, steps=200, detail_share=0.5, rephrase=0.5,
                 description="uniform baseline's own downstream: fine-tuned on fixed 16x allocations"),
 )}
 

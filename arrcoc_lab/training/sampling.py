@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..data.phrasing import rephrase
 from ..data.features import SceneTensors, encode_scenes, target_cells
 from ..modeling.allocator import solve_knapsack
 from .config import TrainConfig
@@ -122,7 +123,7 @@ def make_batch(data: TrainData, model, phase: PhaseConfig, step: int, cfg: Train
     batch = {
         "features": data.scenes.features[rows].float().to(device),
         "pixels": data.scenes.pixels[rows].float().to(device),
-        "questions": [data.questions[i] for i in mine],
+        "questions": rephrased([data.questions[i] for i in mine], phase.rephrase, cfg.seed, step, rank, world),
         "answers": [data.answers[i] for i in mine],
         "detail": torch.tensor([data.difficulty[i] == "detail" for i in mine], device=device),
         "tiers": torch.tensor([TIER_OF[data.difficulty[i]] for i in mine], device=device),
@@ -143,6 +144,41 @@ def make_batch(data: TrainData, model, phase: PhaseConfig, step: int, cfg: Train
     return batch
 
 
+def split_by_tokens(batch: dict, n: int, g) -> list[dict]:
+    """A reading step's batch cut into `n` chunks of similar token counts (sorted): each chunk pads
+    only to its own longest sample, and the loop accumulates their gradients, so the step's gradient
+    is the whole batch's. Batches without given levels stay whole."""
+    if n <= 1 or "levels" not in batch:
+        return [batch]
+    tokens = torch.tensor(g.levels)[batch["levels"]].flatten(1).sum(1)  # (B,)
+    order = torch.argsort(tokens, stable=True)
+    return [take(batch, part.tolist()) for part in order.chunk(n) if len(part)]
+
+
+def take(batch: dict, idx: list[int]) -> dict:
+    """The samples `idx` of a batch (tensors and per-sample lists alike)."""
+    return {k: v[idx] if torch.is_tensor(v) else [v[i] for i in idx] if isinstance(v, list) else v
+            for k, v in batch.items()}
+
+
+def rephrased(questions: list[str], share: float, seed: int, step: int, rank: int, world: int) -> list[str]:
+    """`share` of the questions in another phrasing from the training generator (data/phrasing.py:
+    synonyms, word order, politeness, typos), drawn per (seed, step, sample): the analyzer and the
+    LLM learn the question, not three templates. Questions it does not know are kept as they are."""
+    if not share:
+        return questions
+    out = []
+    for k, q in enumerate(questions):
+        r = np.random.default_rng([seed, step, 9, rank + k * world])
+        if r.random() < share:
+            try:
+                q = rephrase(q, r, "train")
+            except ValueError:  # not a template question (a real dataset's): kept
+                pass
+        out.append(q)
+    return out
+
+
 def reading_view_level(phase: PhaseConfig, step: int, seed: int, g) -> int:
     """Reading-first: the top level before `reading_top_until` of the phase, then top or
     `reading_level` with equal odds (drawn per step, so a batch shares one token count)."""
@@ -153,8 +189,9 @@ def reading_view_level(phase: PhaseConfig, step: int, seed: int, g) -> int:
 
 def reading_views(batch: dict, others: torch.Tensor, g, exponent: float, level: int, seed: int, step: int,
                   rank: int, world: int) -> torch.Tensor:
-    """Levels (B, Hc, Wc) for a reading step. A detail sample with a region: its cells at `level`,
-    half the time the scene's other asked-about sign too, every other cell at the minimum. Any
+    """Levels (B, Hc, Wc) for a reading step. A detail sample with a region: its cells at `level`
+    (below the top level, half the time the scene's other asked-about sign's too), every other cell
+    at the minimum. Any
     other sample: the knapsack on its mixed utility at its budget (what phase 0 does otherwise)."""
     targets, utility = batch["target_cells"], batch["utility"]
     levels = []
@@ -162,7 +199,9 @@ def reading_views(batch: dict, others: torch.Tensor, g, exponent: float, level: 
         b = rank + k * world  # the sample's index in the global batch
         t = np.nan_to_num(targets[k].cpu().numpy(), nan=0.0) > 0
         if bool(batch["detail"][k]) and t.any():
-            if np.random.default_rng([seed, step, 8, b]).random() < 0.5:
+            # a second sign only below the top level: at the top a sign alone costs 64 tokens a cell,
+            # and the batch pads to its longest sample
+            if level < g.max_level_index and np.random.default_rng([seed, step, 8, b]).random() < 0.5:
                 t |= np.nan_to_num(others[k].cpu().numpy(), nan=0.0) > 0
             levels.append(np.where(t, level, g.min_level))
         else:
