@@ -1,7 +1,9 @@
 """Our weights: safetensors + the resolved JSON config beside them, always written atomically
-(temp file in the same folder, fsync, os.replace), so a killed process never leaves half a file."""
+(temp file in the same folder, fsync, os.replace), so a killed process never leaves half a file;
+loaded all or nothing, after checking keys, shapes, finiteness and the stored checksum."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -9,8 +11,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from .errors import CheckpointError
@@ -18,6 +20,7 @@ from .errors import CheckpointError
 log = logging.getLogger(__name__)
 # Frozen parts that are loaded from their own packages, never stored in our files.
 EXTERNAL_PREFIXES = ("query_encoder.",)
+CHECKSUM_KEY = "arrcoc_sha256"  # save_weights' metadata entry: sha256 of the stored tensors
 
 
 def atomic_write(path: str | Path, write) -> None:
@@ -68,24 +71,42 @@ def model_state(model: nn.Module, dtype: torch.dtype | None = None) -> dict[str,
     return state
 
 
+def state_checksum(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order: written into the
+    file's metadata by save_weights and checked by read_weights, so a flipped bit is caught."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        v = state[k].detach().cpu().contiguous()
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}\n".encode())
+        if v.numel():
+            h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_weights(model: nn.Module, path: str | Path, config: dict | None = None, dtype: torch.dtype | None = None,
                  metadata: dict | None = None) -> None:
-    """Write model.safetensors (and config.json beside it when a config is given)."""
+    """Write model.safetensors (and config.json beside it when a config is given). The metadata
+    carries the tensors' checksum (CHECKSUM_KEY) beside the caller's entries."""
     path = Path(path)
-    meta = {k: str(v) for k, v in (metadata or {}).items()}
-    atomic_write(path, lambda tmp: save_file(model_state(model, dtype), tmp, metadata=meta))
+    state = model_state(model, dtype)
+    meta = {k: str(v) for k, v in (metadata or {}).items()} | {CHECKSUM_KEY: state_checksum(state)}
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
     if config is not None:
         atomic_write_text(path.with_name("config.json"), json.dumps(config, indent=2, sort_keys=True))
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load our safetensors file into `model`, checking every key and shape first."""
+def read_weights(model: nn.Module, path: str | Path) -> dict[str, torch.Tensor]:
+    """Read and check our safetensors file for `model` without changing it: every key and shape
+    must match, every floating-point tensor must be finite, and the checksum (in files that carry
+    one) must agree. Any problem is a CheckpointError naming it."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file not found: {path}")
     try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"cannot read weights {path}: truncated or not a safetensors file ({e})") from e
     own = _own_state(model)
     missing = sorted(set(own) - set(state))
@@ -98,7 +119,25 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
                  f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})" if unexpected else ""]
         raise CheckpointError(f"weights {path} do not match this model's configuration: "
                               + ", ".join(p for p in parts if p) + "; load them with the config.json saved beside them")
+    if CHECKSUM_KEY in meta and state_checksum(state) != meta[CHECKSUM_KEY]:
+        raise CheckpointError(f"weights {path} are corrupt: their checksum does not match the one written with them "
+                              "(a changed or flipped byte); use an intact copy")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"weights {path} hold NaN or Inf in {len(bad)} tensors (e.g. {bad[:3]}); the file is "
+                              "corrupt or was saved from a diverged run")
+    return state
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load our safetensors file into `model`, all or nothing: read_weights checks it first."""
+    state = read_weights(model, path)
+    apply_weights(model, state)
+    log.info("loaded %d tensors from %s", len(state), path)
+
+
+def apply_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy a state that read_weights checked into `model`."""
     with torch.no_grad():
-        for k, v in own.items():
+        for k, v in _own_state(model).items():
             v.copy_(state[k].to(v.dtype))
-    log.info("loaded %d tensors from %s", len(own), path)

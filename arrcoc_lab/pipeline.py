@@ -23,7 +23,8 @@ import torch
 from .modeling.allocator import Policy, stable_seed
 from .modeling.build import build
 from .modeling.geometry import Geometry
-from .inputs import MAX_PIXELS, check_query, load_image, to_model_input
+from .errors import CheckpointError, InputError
+from .inputs import MAX_PIXELS, check_max_new_tokens, check_query, load_image, parse_budget, to_model_input
 from .modeling.model import ARRCOC
 from .modeling.presets import PipelineConfig, get_preset
 from .modeling.trace import Trace
@@ -83,9 +84,16 @@ class Pipeline:
 
     def resolve(self, policy: str, budget=None) -> tuple[Policy, int]:
         """A request's policy and budget, resolved once, before any work: (Policy, tokens).
-        An unknown policy or an out-of-range budget is an InputError naming what is accepted."""
+        The policy is a registered name (case and surrounding spaces ignored); the budget reads by
+        the one grammar of `inputs.parse_budget` (None / "default", a quality mode in any case, a
+        whole number of tokens as int, float or string). Anything else is an InputError naming
+        what is accepted."""
+        if not isinstance(policy, str):
+            raise InputError(f"policy must be a name (a string), got {type(policy).__name__}; known: {sorted(POLICIES)}")
+        if policy not in POLICIES:
+            policy = policy.strip().lower()
         p = get_policy(policy)
-        return p, self.model.allocator.resolve_budget(p, budget)
+        return p, self.model.allocator.resolve_budget(p, parse_budget(budget, self.geometry))
 
     def prepare(self, image) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, str, float]:
         """Validate and encode an image once: (rgb array, pixels, SAM features, content key,
@@ -109,14 +117,19 @@ class Pipeline:
                  max_new_tokens: int | None = None) -> PipelineOutput:
         query = check_query(query)
         p, budget = self.resolve(policy, budget)  # bad input fails here, before SAM runs
+        max_new_tokens = check_max_new_tokens(max_new_tokens)
         rgb, pixels, features, key, sam_seconds = self.prepare(image)
         out = self.model(pixels, [query], policy=p, budget=budget, features=features,
                          seeds=[stable_seed(key, query)], max_new_tokens=max_new_tokens)
         out.trace.timings["sam"] = sam_seconds
-        return self._output(out.trace, out.answers[0], rgb, query, policy)
+        return self._output(out.trace, out.answers[0], rgb, query, p.name)
 
     def compare(self, image, queries: list[str], **kwargs) -> list[PipelineOutput]:
         """The same image under several questions (encoded once)."""
+        if isinstance(queries, (str, bytes)) or not isinstance(queries, (list, tuple)) or not queries:
+            raise InputError(f"queries must be a non-empty list of strings, got {type(queries).__name__}")
+        for q in queries:  # every question checked before the first one runs
+            check_query(q)
         return [self(image, q, **kwargs) for q in queries]
 
     def _output(self, tr: Trace, answer: str, rgb: np.ndarray, query: str, policy: str) -> PipelineOutput:
@@ -147,7 +160,9 @@ def load_pipeline(preset: str = "lab", weights: str | Path | None = None, device
     or PipelineConfig) replaces the preset; `weights` is our safetensors file, or "random" for the
     preset's seeded initialisation (where training starts; no warning, since it was asked for).
     `lab` loads the shipped weights when they exist and warns when it has to run untrained."""
+    device = check_device(device)
     seeded_init = isinstance(weights, str) and weights == RANDOM
+    _check_files(weights if not seeded_init else None, config)
     shipped = LAB_WEIGHTS.with_name("config.json")
     if isinstance(config, PipelineConfig):
         cfg = config
@@ -156,7 +171,7 @@ def load_pipeline(preset: str = "lab", weights: str | Path | None = None, device
     elif preset == "lab" and weights is None and LAB_WEIGHTS.is_file() and shipped.is_file() and not preset_kwargs:
         cfg = PipelineConfig.load(shipped)  # the resolved config saved with the shipped weights
     else:
-        cfg = get_preset(preset, **preset_kwargs)
+        cfg = _preset(preset, preset_kwargs)
     if seeded_init:
         cfg = replace(cfg, weights=None)
     elif weights is not None:
@@ -169,3 +184,49 @@ def load_pipeline(preset: str = "lab", weights: str | Path | None = None, device
     built = build(cfg)
     model = built.model if device is None else built.model.to(device)
     return Pipeline(model, built.config)
+
+
+def _preset(preset, kwargs: dict) -> PipelineConfig:
+    if not isinstance(preset, str):
+        raise InputError(f"preset must be a name, got {type(preset).__name__}")
+    try:
+        return get_preset(preset, **kwargs)
+    except TypeError as e:  # an option this preset does not take
+        raise InputError(f"preset {preset!r}: {e}; the paper preset takes the checkpoint paths") from None
+
+
+def _check_files(weights, config) -> None:
+    """Weights and config files exist before anything is built (the checks of their contents
+    follow at load: CheckpointError for weights, InputError for a config)."""
+    if weights is not None:
+        if not isinstance(weights, (str, Path)):
+            raise InputError(f"weights must be a path or {RANDOM!r}, got {type(weights).__name__}")
+        if not Path(weights).is_file():
+            raise CheckpointError(f"weights file not found: {weights}")
+    if config is not None and not isinstance(config, PipelineConfig):
+        if not isinstance(config, (str, Path)):
+            raise InputError(f"config must be a path or a PipelineConfig, got {type(config).__name__}")
+        if not Path(config).is_file():
+            raise InputError(f"config file not found: {config}")
+
+
+def check_device(device) -> torch.device | None:
+    """None, or a torch device this machine has: cpu, cuda / cuda:N (when torch sees that GPU),
+    mps (when available). Anything else is an InputError, before any model is built."""
+    if device is None:
+        return None
+    accepted = "cpu, cuda, cuda:N or mps"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"unknown device {str(device)[:60]!r}; accepted: {accepted}") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (dev.index or 0) >= count:
+            raise InputError(f"device {str(dev)!r} is not available here (torch sees {count} CUDA GPUs); use cpu")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise InputError("device 'mps' is not available here; use cpu")
+    elif dev.type != "cpu":
+        raise InputError(f"device {str(dev)!r} is not supported; accepted: {accepted}")
+    return dev

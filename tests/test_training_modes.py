@@ -196,3 +196,14 @@ def test_micro_batches_give_the_whole_batchs_gradient(tiny):
     assert abs(float(terms["answer"]) - whole) < 1e-4
     assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(*grads))
     m.requires_grad_(False)
+
+
+def test_merged_chunks_keep_every_logged_term():
+    from arrcoc_lab.training.loop import _merge
+
+    a = {"answer": torch.tensor(1.0), "_answer_gist": torch.tensor(1.0), "_levels": torch.zeros(2, 4, 4, dtype=torch.long)}
+    b = {"answer": torch.tensor(3.0), "_answer_detail": torch.tensor(3.0), "_levels": torch.ones(1, 4, 4, dtype=torch.long)}
+    out, terms = _merge([(2 / 3, a), (1 / 3, b)])
+    assert set(out) == {"answer", "_answer_gist", "_answer_detail", "_levels"} and set(terms) == {"answer"}
+    assert abs(float(out["answer"]) - 5 / 3) < 1e-6 and float(out["_answer_detail"]) == 3.0
+    assert out["_levels"].shape == (3, 4, 4)

@@ -1,4 +1,5 @@
-"""Pictures of a PipelineOutput, and the one budget parser: relevance heatmap, tokens-per-cell map
+"""Pictures of a PipelineOutput (and, re-exported from arrcoc_lab.inputs where the API reads it
+too, the one budget parser): relevance heatmap, tokens-per-cell map
 and LOD grid over the image, the A − B difference overlay, colour bars, a side-by-side comparison,
 and a plain-text allocation map for terminals. Shared by the CLI, the widgets and the Gradio demo
 so that every view shows the same thing and reads a budget the same way."""
@@ -7,57 +8,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..errors import InputError
+from ..inputs import DEFAULT_WORDS, QUALITY_MODES, parse_budget  # noqa: F401 - the one budget grammar
 
 MODES = ("relevance", "tokens", "levels")
 DIFF_CMAP = "RdBu_r"  # A − B maps: red where question A spends more tokens, blue where B does
-QUALITY_MODES = ("fast", "balanced", "accurate")  # the presets' geometry.quality_budgets
-DEFAULT_WORDS = ("", "default", "policy default", "none")  # → None: the policy's own default budget
-
-
-# ------------------------------------------------------------------------------ budget
-def parse_budget(value, geometry=None, *, tokens_only: bool = False) -> int | str | None:
-    """A budget as `pipe(..., budget=)` takes it, from what a user typed or a widget sent:
-    None / "default" / "" → None (the policy's default); a quality mode in any case ("fast",
-    "FAST", " Balanced ") → its lower-case name; a whole number of tokens (64, 64.0, "64",
-    "64.0", numpy scalars) → int, checked against `geometry`'s [min_tokens, max_tokens] when one
-    is given (the mode names are then its quality_budgets). `tokens_only`: only the number (a
-    slider's value). Anything else is an InputError (a ValueError) saying what is accepted."""
-    modes = tuple(geometry.quality_budgets) if geometry is not None else QUALITY_MODES
-    if not tokens_only:
-        if value is None:
-            return None
-        if isinstance(value, str):
-            word = value.strip().lower()
-            if word in modes:
-                return word
-            if word in DEFAULT_WORDS:
-                return None
-    number = _whole_number(value)
-    if number is None:
-        span = f" in [{geometry.min_tokens}, {geometry.max_tokens}]" if geometry is not None else ""
-        alternatives = "" if tokens_only else f", a quality mode ({'/'.join(modes)}) or default"
-        raise InputError(f"budget must be a whole number of tokens{span}{alternatives}, got {value!r}")
-    return geometry.check_budget(number) if geometry is not None else number
-
-
-def _whole_number(value) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            pass
-        try:
-            value = float(value.strip())
-        except ValueError:
-            return None
-    if isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
-        return int(value)
-    return None
 
 
 # ------------------------------------------------------------------------------ overlays

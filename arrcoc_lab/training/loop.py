@@ -55,10 +55,12 @@ def run_phase(model, data: TrainData, phase: PhaseConfig | str, cfg: TrainConfig
     optimizer = torch.optim.AdamW(params, lr=phase.lr, weight_decay=phase.weight_decay)
     lr_at = lambda s: min(1.0, (s + 1) / max(phase.warmup, 1)) * 0.5 * (1 + math.cos(math.pi * min(s / max(phase.steps, 1), 1.0)))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    start, history = load_checkpoint(out_dir, model, optimizer, scheduler, step_module.reader) if resume else (0, [])
+    config = run_config(phase, cfg, pipeline_config)
+    # resume: the newest intact checkpoint, refused (CheckpointError) if written under other settings
+    start, history = (load_checkpoint(out_dir, model, optimizer, scheduler, step_module.reader, config=config)
+                      if resume else (0, []))
     wrapped, optimizer = acc.prepare(step_module, optimizer)
-    config = {"phase": asdict(phase), "train": asdict(cfg), "pipeline": pipeline_config}
-    if acc.is_main_process:
+    if acc.is_main_process:  # written once the settings are known to be the ones the run follows
         atomic_write_text(out_dir / "train_config.json", json.dumps(config, indent=2, default=str))
     samples_path = out_dir / "allocation_samples.jsonl"
     bar = tqdm(range(start, phase.steps), desc=phase.name, disable=not (cfg.progress and acc.is_main_process),
@@ -97,6 +99,12 @@ def run_phase(model, data: TrainData, phase: PhaseConfig | str, cfg: TrainConfig
     return result
 
 
+def run_config(phase: PhaseConfig, cfg: TrainConfig, pipeline_config: dict | None = None) -> dict:
+    """A run's settings as train_config.json and its checkpoints record them (what resuming compares;
+    `checkpoints.check_resume(out_dir, run_config(...))` checks them before any data is loaded)."""
+    return {"phase": asdict(phase), "train": asdict(cfg), "pipeline": pipeline_config}
+
+
 def _backward(acc, wrapped, batch: dict, phase: PhaseConfig, step: int, share: float = 1.0) -> dict:
     """Forward and backward of one (micro-)batch; its loss is the batch mean, so chunks weighted
     by their share add up to the whole batch's gradient (the loop scales them)."""
@@ -119,7 +127,7 @@ def _merge(outs: list[tuple[float, dict]]) -> tuple[dict, dict]:
         out = outs[0][1]
         return out, {k: v for k, v in out.items() if not k.startswith("_")}
     merged: dict = {}
-    for k in outs[0][1]:
+    for k in dict.fromkeys(k for _, o in outs for k in o):  # every chunk's keys (a gist-only chunk has no _answer_detail)
         vals = [(w, o[k]) for w, o in outs if k in o]
         if k == "_levels":
             merged[k] = torch.cat([v for _, v in vals])
