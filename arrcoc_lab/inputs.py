@@ -110,7 +110,7 @@ def _from_pil(img: Image.Image, max_pixels: int, name: str) -> np.ndarray:
     _check_size(img.width, img.height, max_pixels)
     try:
         img.load()  # a closed image fails here; a lazily opened one decodes
-        img = ImageOps.exif_transpose(img)  # the orientation the camera recorded
+        img = _exif_transposed(img)
         if img.mode.startswith("I;16"):
             return _from_array(np.asarray(img).astype(np.uint16), max_pixels)
         if img.mode in ("I", "F", "1"):
@@ -127,6 +127,14 @@ def _from_pil(img: Image.Image, max_pixels: int, name: str) -> np.ndarray:
         raise InputError(f"cannot convert {name} (mode {img.mode}) to RGB: {e}") from None
     except Exception as e:  # noqa: BLE001 - a lazily opened file can fail to decode in many ways
         raise InputError(f"cannot decode {name} (mode {img.mode}): {type(e).__name__}") from None
+
+
+def _exif_transposed(img: Image.Image) -> Image.Image:
+    """The image in the orientation its EXIF records (as it was, when its EXIF cannot be read)."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - malformed EXIF: the pixels are still good
+        return img
 
 
 def _from_array(arr: np.ndarray, max_pixels: int) -> np.ndarray:
@@ -253,9 +261,9 @@ def parse_budget(value, geometry=None, *, tokens_only: bool = False) -> int | st
     if number is None:
         span = f" in [{geometry.min_tokens}, {geometry.max_tokens}]" if geometry is not None else ""
         alternatives = "" if tokens_only else f", a quality mode ({'/'.join(modes)}) or default"
-        raise InputError(f"budget must be a whole number of tokens{span}{alternatives}, got {_short(value)}")
+        raise InputError(f"budget must be a whole number of tokens{span}{alternatives}, got {short_repr(value)}")
     if geometry is not None and not geometry.min_tokens <= number <= geometry.max_tokens:
-        raise InputError(f"budget {_short(number, 24)} is outside the accepted range [{geometry.min_tokens}, "
+        raise InputError(f"budget {short_repr(number, 24)} is outside the accepted range [{geometry.min_tokens}, "
                          f"{geometry.max_tokens}] tokens; or a quality mode ({'/'.join(modes)}) or default")
     return geometry.check_budget(number) if geometry is not None else number
 
@@ -267,11 +275,11 @@ def check_max_new_tokens(value) -> int | None:
     number = whole_number(value)
     if number is None or not 1 <= number <= MAX_NEW_TOKENS:
         raise InputError(f"max_new_tokens must be a whole number in [1, {MAX_NEW_TOKENS}] (None: the preset's "
-                         f"default), got {_short(value)}")
+                         f"default), got {short_repr(value)}")
     return number
 
 
-def _short(value, limit: int = 60) -> str:
+def short_repr(value, limit: int = 60) -> str:
     """repr of a caller's value for a message: bounded, ASCII (a lone surrogate cannot break JSON)."""
     text = ascii(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

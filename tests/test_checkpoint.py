@@ -23,6 +23,11 @@ def _load(*args, **kwargs):
         return load_pipeline(*args, **kwargs)
 
 
+def _file_state(path) -> dict[str, torch.Tensor]:
+    with safe_open(str(path), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
 def _stored(model) -> dict[str, torch.Tensor]:
     """Every tensor our files hold, by name (tied tensors under each of their names)."""
     return {k: v for k, v in model.state_dict().items() if not k.startswith(EXTERNAL_PREFIXES)}
@@ -82,7 +87,7 @@ def test_round_trip_is_bit_exact_in_float32(trained, saved, fresh):
 def test_file_holds_every_stored_tensor_once_and_no_external_ones(trained, saved):
     with safe_open(str(saved), "pt") as f:
         keys = set(f.keys())
-        assert f.metadata() == {"step": "3"}
+        assert f.metadata() == {"step": "3", checkpoint.CHECKSUM_KEY: checkpoint.state_checksum(_file_state(saved))}
     assert keys and not any(k.startswith(EXTERNAL_PREFIXES) for k in keys)
     ptrs = {}
     for k, v in _stored(trained.model).items():
@@ -205,3 +210,204 @@ def test_interrupted_save_keeps_the_previous_weights(trained, saved, fresh, tmp_
     model, _ = fresh
     load_weights(model, path)  # still the complete previous file
     assert all(torch.equal(v, _stored(trained.model)[k]) for k, v in _stored(model).items())
+
+
+# ------------------------------------------------------------------------------ issue 17: damaged weights
+def _rewrite(path, dst, change, keep_checksum: bool = True):
+    """A copy of our file with `change(state)` applied to its tensors, keeping its metadata (so a
+    kept checksum no longer matches: a flipped bit), or dropping the checksum (a legacy file)."""
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata() or {})
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    change(state)
+    if not keep_checksum:
+        meta.pop(checkpoint.CHECKSUM_KEY, None)
+    save_file(state, str(dst), metadata=meta)
+    return dst
+
+
+def _first_float(state):
+    return next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+
+
+def test_bit_flipped_weights_are_refused_at_load(saved, fresh, tmp_path):
+    model, _ = fresh
+    before = {k: v.clone() for k, v in _stored(model).items()}
+
+    def flip(state):
+        k = _first_float(state)
+        raw = state[k].reshape(-1).view(torch.int32)
+        raw[0] ^= 1 << 22  # one mantissa bit: finite, plausible, wrong
+    bad = _rewrite(saved, tmp_path / "flipped.safetensors", flip)
+    with pytest.raises(CheckpointError, match="checksum does not match"):
+        load_weights(model, bad)
+    assert all(torch.equal(v, before[k]) for k, v in _stored(model).items())
+    with pytest.raises(CheckpointError, match="checksum"):  # and through the public loader
+        _load("tiny", weights=bad)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_at_load(saved, fresh, tmp_path, value):
+    """Even in a file without a checksum (the shipped weights have none): NaN/Inf never load."""
+    model, _ = fresh
+
+    def poison(state):
+        state[_first_float(state)].view(-1)[3] = value
+    bad = _rewrite(saved, tmp_path / "nan.safetensors", poison, keep_checksum=False)
+    with pytest.raises(CheckpointError, match="NaN or Inf in 1 tensors"):
+        load_weights(model, bad)
+
+
+def test_a_file_without_checksum_still_loads(saved, fresh, tmp_path, trained):
+    model, _ = fresh
+    legacy = _rewrite(saved, tmp_path / "legacy.safetensors", lambda state: None, keep_checksum=False)
+    load_weights(model, legacy)
+    assert all(torch.equal(v, _stored(trained.model)[k]) for k, v in _stored(model).items())
+
+
+def test_load_pipeline_checks_before_building(tmp_path):
+    """A missing weights file, a bogus device: refused before any model is built."""
+    from arrcoc_lab.errors import InputError
+
+    with pytest.raises(CheckpointError, match="not found"):
+        load_pipeline("tiny", weights=tmp_path / "none.safetensors")
+    for device, message in (("bogus", "unknown device 'bogus'"), ("cuda:7", "not available"), ("meta", "not supported")):
+        with pytest.raises(InputError, match=message):
+            load_pipeline("tiny", weights="random", device=device)
+    with pytest.raises(InputError, match="unknown preset"):
+        load_pipeline("huge", weights="random")
+    with pytest.raises(InputError, match="preset 'tiny'"):
+        load_pipeline("tiny", weights="random", sam_variant="vit_h")
+
+
+# ------------------------------------------------------------------------------ issue 17: resume
+def _run_state(pipe, lr: float, steps: int = 8):
+    """A tiny model with an AdamW and its scheduler, as run_phase builds them."""
+    from arrcoc_lab.training.config import TrainConfig
+    from arrcoc_lab.training.loop import run_config
+    from arrcoc_lab.training.phases import get_phase
+
+    params = [p for n, p in pipe.model.named_parameters() if n.startswith("relevance.")]
+    opt = torch.optim.AdamW(params, lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / 100)
+    phase = get_phase("phase1a", steps=steps, lr=lr)
+    return params, opt, sched, run_config(phase, TrainConfig(batch_size=4), {"preset": "tiny"})
+
+
+def _train_a_step(params, opt, sched):
+    loss = sum((p.float() ** 2).mean() for p in params) + torch.rand(()) * 0
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    sched.step()
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A run folder with checkpoints at steps 2 and 4 of a tiny model, and what each held."""
+    from arrcoc_lab.training.checkpoints import save_checkpoint
+
+    pipe = _load("tiny", weights="random")
+    params, opt, sched, config = _run_state(pipe, 1e-3)
+    held = {}
+    for step in (1, 2, 3, 4):
+        _train_a_step(params, opt, sched)
+        if step % 2 == 0:
+            save_checkpoint(tmp_path, pipe.model, opt, sched, step, [{"step": step}], config)
+            held[step] = ({k: v.clone() for k, v in _stored(pipe.model).items()}, torch.get_rng_state())
+    return tmp_path, config, held
+
+
+def _fresh_run(lr: float = 1e-3):
+    pipe = _load("tiny", weights="random")
+    return (pipe, *_run_state(pipe, lr))
+
+
+def test_resume_restores_the_newest(run_dir):
+    from arrcoc_lab.training.checkpoints import load_checkpoint
+
+    out, config, held = run_dir
+    pipe, params, opt, sched, _ = _fresh_run()
+    assert load_checkpoint(out, pipe.model, opt, sched, config=config) == (4, [{"step": 4}])
+    assert all(torch.equal(v, held[4][0][k]) for k, v in _stored(pipe.model).items())
+    assert torch.equal(torch.get_rng_state(), held[4][1]) and sched.last_epoch == 4
+
+
+@pytest.mark.parametrize("damage", ["optimizer.pt", "state.json", "model.safetensors", "folder only"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_intact_one(run_dir, damage):
+    from arrcoc_lab.training.checkpoints import CheckpointFallbackWarning, load_checkpoint
+
+    out, config, held = run_dir
+    newest = out / "checkpoints" / "step_000004"
+    if damage == "optimizer.pt":
+        data = (newest / damage).read_bytes()
+        (newest / damage).write_bytes(data[: len(data) // 3])
+    elif damage == "state.json":
+        (newest / damage).write_text('{"step": 4, "hist')
+    elif damage == "model.safetensors":
+        _rewrite(newest / damage, newest / damage, lambda s: s[_first_float(s)].view(-1).__setitem__(0, 0.123))
+    else:  # killed before `latest` moved on, and the newest folder lost its files
+        (newest / "optimizer.pt").unlink()
+    pipe, params, opt, sched, _ = _fresh_run()
+    with pytest.warns(CheckpointFallbackWarning, match="step_000004"):
+        step, history = load_checkpoint(out, pipe.model, opt, sched, config=config)
+    assert (step, history) == (2, [{"step": 2}])
+    assert all(torch.equal(v, held[2][0][k]) for k, v in _stored(pipe.model).items())  # bit-exact
+    assert torch.equal(torch.get_rng_state(), held[2][1]) and sched.last_epoch == 2
+
+
+def test_no_intact_checkpoint_is_an_error_not_a_silent_restart(run_dir):
+    from arrcoc_lab.training.checkpoints import load_checkpoint
+
+    out, config, _ = run_dir
+    for ck in (out / "checkpoints").glob("step_*"):
+        (ck / "state.json").write_text("garbage")
+    pipe, params, opt, sched, _ = _fresh_run()
+    with pytest.raises(CheckpointError, match="no intact checkpoint.*step_000004.*step_000002.*--no-resume"):
+        load_checkpoint(out, pipe.model, opt, sched, config=config)
+
+
+def test_resume_with_other_settings_is_refused_with_the_keys(run_dir):
+    """A new --lr / --batch-size used to be recorded in train_config.json while the restored
+    optimizer and scheduler kept the old ones."""
+    from dataclasses import replace
+
+    from arrcoc_lab.training.checkpoints import check_resume, config_differences, load_checkpoint
+    from arrcoc_lab.training.config import TrainConfig
+    from arrcoc_lab.training.loop import run_config
+    from arrcoc_lab.training.phases import get_phase
+
+    out, config, held = run_dir
+    changed = run_config(get_phase("phase1a", steps=8, lr=5e-4), TrainConfig(batch_size=8), {"preset": "tiny"})
+    assert config_differences(config, changed) == ["phase.lr", "train.batch_size"]
+    with pytest.raises(CheckpointError, match=r"other settings \(phase\.lr, train\.batch_size\)"):
+        check_resume(out, changed)
+    pipe, params, opt, sched, _ = _fresh_run(5e-4)
+    before = {k: v.clone() for k, v in _stored(pipe.model).items()}
+    with pytest.raises(CheckpointError, match="phase.lr, train.batch_size"):
+        load_checkpoint(out, pipe.model, opt, sched, config=changed)
+    assert all(torch.equal(v, before[k]) for k, v in _stored(pipe.model).items())  # nothing applied
+    # settings the run can honour (where it runs, how often it logs) are not a reason to refuse
+    honoured = run_config(get_phase("phase1a", steps=8, lr=1e-3),
+                          replace(TrainConfig(batch_size=4), device="cuda", log_every=1, progress=False,
+                                  cache_dir="elsewhere"), {"preset": "tiny"})
+    assert config_differences(config, honoured) == []
+    assert load_checkpoint(out, pipe.model, opt, sched, config=honoured)[0] == 4
+
+
+def test_run_phase_refuses_a_changed_resume_before_training(run_dir):
+    """run_phase checks before its first step, and train_config.json keeps the settings the
+    checkpoints were written with."""
+    from arrcoc_lab.training.config import TrainConfig
+    from arrcoc_lab.training.loop import run_phase
+    from arrcoc_lab.training.phases import get_phase
+
+    out, config, _ = run_dir
+    (out / "train_config.json").write_text(json.dumps(config))
+    pipe = _load("tiny", weights="random")
+    with pytest.raises(CheckpointError, match="phase.lr"):
+        run_phase(pipe.model, None, get_phase("phase1a", steps=8, lr=5e-4), TrainConfig(batch_size=4, progress=False),
+                  out, pipeline_config={"preset": "tiny"})
+    assert json.loads((out / "train_config.json").read_text()) == json.loads(json.dumps(config))

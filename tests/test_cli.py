@@ -22,3 +22,119 @@ def test_inspect_and_bad_input(tmp_path, capsys, rgb):
     assert main(["inspect", str(p), "What city is this?", "--budget", "5"]) == 2
     assert "[16, 1024]" in capsys.readouterr().err
     assert main(["inspect", str(tmp_path / "missing.png"), "q"]) == 2
+
+
+# ------------------------------------------------------------------------------ issue 17: careless input
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Loading a pipeline or training data fails the test: refusals must come before either."""
+    import arrcoc_lab.pipeline
+    import arrcoc_lab.training.sampling
+
+    def forbidden(*a, **k):
+        raise AssertionError("expensive work started before the input was checked")
+
+    monkeypatch.setattr(arrcoc_lab.pipeline, "load_pipeline", forbidden)
+    monkeypatch.setattr(arrcoc_lab.training.sampling, "load_train_data", forbidden)
+
+
+def _refused(capsys, argv, *fragments):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err  # one line
+    for f in fragments:
+        assert f in err, err
+    return err
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["eval", "--data", "nope:test"], ["evaluation needs a synthetic split", "scenebench"]),
+    (["eval", "--data", "scenebench:tset"], ["unknown split 'tset'", "test"]),
+    (["eval", "--data", "docvqa:/x.json"], ["evaluation needs a synthetic split"]),
+    (["eval", "--n-scenes", "0"], ["--n-scenes", "≥ 1"]),
+    (["eval", "--policy", "arrcoc,nope"], ["unknown policy 'nope'"]),
+    (["example", "--index", "-1"], ["--index", "≥ 0"]),
+    (["example", "--preset", "lab", "--sam-checkpoint", "sam.pth"], ["apply to the paper preset", "--preset paper"]),
+    (["example", "--device", "bogus"], ["unknown device 'bogus'"]),
+    (["example", "--weights", "missing.safetensors"], ["not found"]),
+    (["train", "--preset", "tiny", "--phase", "phase0", "--out", "{tmp}/run"], ["too small", "lab or paper"]),
+    (["train", "--phase", "phase9", "--out", "{tmp}/run"], ["unknown phase 'phase9'"]),
+    (["train", "--phase", "phase0", "--out", "{tmp}/run", "--lr", "-1"], ["--lr", "positive"]),
+    (["train", "--phase", "phase0", "--out", "{tmp}/run", "--data", "scenebench:train@x"], ["count after @"]),
+    (["bench", "--budgets", "64,abc"], ["--budgets"]),
+    (["bench", "--max-new-tokens", "0"], ["max_new_tokens must be a whole number in [1, 256]"]),
+    (["bench", "--own", "uniform=missing.safetensors"], ["not found"]),
+    (["latency", "--preset", "tiny", "--device", "cuda:9"], ["not available"]),
+    (["inspect", "{png}", "What?", "--out", "{tmp}/o.unknownext"], ["cannot write .unknownext", ".png"]),
+    (["inspect", "{png}", "What?", "--out", "{png}/o.png"], ["is a file, not a folder"]),
+    (["inspect", "{png}", "\udcff\udcfe"], ["lone surrogate"]),  # a non-UTF-8 argv, as Python decodes it
+    (["inspect", "{png}", "\u200b"], ["query is empty"]),
+    (["inspect", "{tmp}/none.png", "What?"], ["image file not found"]),
+    (["inspect", "{bomb}", "What?"], ["decompression bomb"]),  # PIL's DecompressionBombError was a traceback
+    (["inspect", "{png}", "What?", "--budget", "FASTER"], ["budget must be a whole number of tokens"]),
+])
+def test_bad_arguments_are_one_line_and_exit_2_before_any_work(capsys, no_model, tmp_path, rgb, argv, fragments):
+    from tests.test_inputs import png_bytes
+
+    png = tmp_path / "x.png"
+    Image.fromarray(rgb).save(png)
+    (tmp_path / "bomb.png").write_bytes(png_bytes(size=(200_000, 200_000)))
+    _refused(capsys, [a.format(tmp=tmp_path, png=png, bomb=tmp_path / "bomb.png") for a in argv], *fragments)
+
+
+def test_out_into_a_new_folder_is_created(capsys, tmp_path, rgb):
+    """--out into a missing folder used to fail with a traceback after the computation."""
+    png = tmp_path / "x.png"
+    Image.fromarray(rgb).save(png)
+    out = tmp_path / "new" / "deeper" / "o.png"
+    assert main(["inspect", str(png), "What city is this?", "--preset", "tiny", "--weights", "random",
+                 "--budget", "FAST", "--out", str(out)]) == 0
+    assert "budget 4" in capsys.readouterr().out and np.asarray(Image.open(out)).shape == rgb.shape
+
+
+def test_example_runs_on_the_tiny_preset(capsys, tmp_path):
+    """The bundled scene renders at its own size when the preset's input is too small for it."""
+    assert main(["example", "--preset", "tiny", "--weights", "random", "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.count("Q: ") == 2 and (tmp_path / "example_allocation.png").is_file()
+
+
+def test_train_resume_with_a_new_lr_is_refused_before_the_data(capsys, tmp_path, monkeypatch, lab_pipe):
+    """The checkpoint was written at the phase's own lr; resuming with --lr would keep the old
+    schedule while train_config.json recorded the new one: refused, listing the key."""
+    import json
+
+    import arrcoc_lab.pipeline
+    import arrcoc_lab.training.sampling
+    from arrcoc_lab.training.config import TrainConfig
+    from arrcoc_lab.training.loop import run_config
+    from arrcoc_lab.training.phases import get_phase
+
+    monkeypatch.setattr(arrcoc_lab.pipeline, "load_pipeline", lambda *a, **k: lab_pipe)
+    monkeypatch.setattr(arrcoc_lab.training.sampling, "load_train_data",
+                        lambda *a, **k: pytest.fail("training data loaded before the resume check"))
+    ck = tmp_path / "run" / "checkpoints" / "step_000002"
+    ck.mkdir(parents=True)
+    config = run_config(get_phase("phase0", steps=4), TrainConfig(n_scenes=6, batch_size=4, sample_log_every=25),
+                        lab_pipe.config.to_dict())
+    (ck / "state.json").write_text(json.dumps({"step": 2, "history": [], "config": config}))
+    _refused(capsys, ["train", "--phase", "phase0", "--steps", "4", "--n-scenes", "6", "--batch-size", "4",
+                      "--out", str(tmp_path / "run"), "--lr", "0.5"], "cannot resume", "(phase.lr)", "--no-resume")
+
+
+def test_encoder_resume_with_other_settings_is_refused_before_rendering(capsys, tmp_path, monkeypatch):
+    import json
+    from dataclasses import asdict
+
+    import arrcoc_lab.training.encoder_pretrain as ep
+
+    monkeypatch.setattr(ep, "scene_pixels", lambda *a, **k: pytest.fail("scenes rendered before the resume check"))
+    ck = tmp_path / "run" / "checkpoints" / "step_000002"
+    ck.mkdir(parents=True)
+    old = {"encoder_pretrain": asdict(ep.EncoderPretrainConfig(n_scenes=4, steps=4, batch_size=4)), "pipeline": None}
+    (ck / "state.json").write_text(json.dumps({"step": 2, "history": [], "config": old}))
+    _refused(capsys, ["train", "--phase", "encoder", "--preset", "tiny", "--n-scenes", "4", "--steps", "4",
+                      "--batch-size", "8", "--out", str(tmp_path / "run")],
+             "(encoder_pretrain.batch_size, pipeline)")  # None vs the tiny config: the whole key

@@ -171,7 +171,7 @@ def test_picker_upload_and_bad_inputs(pipe, photo):
     assert "query is empty" in insp.error and "query is empty" in insp.status.value
     assert insp.last_output is good
     insp.set_image(b"not an image", "broken")
-    assert "cannot read image" in insp.error and np.array_equal(insp.image, photo)
+    assert "cannot read the image data" in insp.error and np.array_equal(insp.image, photo)
     insp.query.value = GIST
     assert insp.error is None and insp.last_output.query == GIST
     bundle = insp._repr_mimebundle_()

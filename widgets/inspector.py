@@ -176,7 +176,7 @@ class Inspector:
         """What `pipe(..., budget=)` takes, read by `rendering.parse_budget` (None / "default", a
         quality mode in any case, a whole number of tokens: Custom), or "custom" (keep the slider)."""
         custom = isinstance(budget, str) and budget.strip().lower() == "custom"
-        value = "custom" if custom else rendering.parse_budget(budget)  # InputError for anything else
+        value = "custom" if custom else rendering.parse_budget(budget, self.pipe.geometry)  # InputError otherwise
         with self._quiet():
             self.mode.value = "default" if value is None else value if isinstance(value, str) else "custom"
             if isinstance(value, int):

@@ -335,6 +335,9 @@ def cmd_train(args) -> int:
 
 def _train_encoder(pipe, args) -> int:
     """`train --phase encoder`: the lab SAM's pre-training (encoder_pretrain.py), before phase 0."""
+    from dataclasses import asdict
+
+    from ..training.checkpoints import check_resume
     from ..training.encoder_pretrain import EncoderPretrainConfig, pretrain_encoder, scene_pixels
 
     if args.device != "cpu":
@@ -343,6 +346,8 @@ def _train_encoder(pipe, args) -> int:
                                 seed=args.seed, device=args.device, mixed_precision=args.mixed_precision,
                                 log_every=args.log_every, ckpt_every=args.ckpt_every, progress=not args.quiet,
                                 **({"lr": args.lr} if args.lr else {}))
+    if not args.no_resume:  # the settings a resumed run was started with, before any scene renders
+        check_resume(Path(args.out), {"encoder_pretrain": asdict(cfg), "pipeline": pipe.config.to_dict()})
     result = pretrain_encoder(pipe.model, scene_pixels(pipe.model, cfg), cfg, args.out, resume=not args.no_resume,
                               pipeline_config=pipe.config.to_dict())
     print(f"encoder: {result.steps} steps, last: " + ", ".join(

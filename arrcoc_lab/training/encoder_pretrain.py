@@ -158,9 +158,10 @@ def pretrain_encoder(model, pixels: torch.Tensor, cfg: EncoderPretrainConfig, ou
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     lr_at = lambda s: min(1.0, (s + 1) / max(cfg.warmup, 1)) * 0.5 * (1 + math.cos(math.pi * min(s / cfg.steps, 1.0)))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    start, history = load_checkpoint(out_dir, model, optimizer, scheduler, decoder) if resume else (0, [])
-    wrapped, optimizer = acc.prepare(step_module, optimizer)
     config = {"encoder_pretrain": asdict(cfg), "pipeline": pipeline_config}
+    # a resumed run with settings it cannot honour is refused, listing the keys (checkpoints.py)
+    start, history = load_checkpoint(out_dir, model, optimizer, scheduler, decoder, config=config) if resume else (0, [])
+    wrapped, optimizer = acc.prepare(step_module, optimizer)
     if acc.is_main_process:
         atomic_write_text(out_dir / "train_config.json", json.dumps(config, indent=2, default=str))
     bar = tqdm(range(start, cfg.steps), desc="encoder pre-training", initial=start, total=cfg.steps,

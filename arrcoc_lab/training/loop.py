@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -66,6 +67,7 @@ def run_phase(model, data: TrainData, phase: PhaseConfig | str, cfg: TrainConfig
     bar = tqdm(range(start, phase.steps), desc=phase.name, disable=not (cfg.progress and acc.is_main_process),
                initial=start, total=phase.steps)
     running: dict[str, list[float]] = {}
+    tick = time.perf_counter()  # wall_s in the history: training seconds so far, summed over resumed sittings
     for step in bar:
         batch = make_batch(data, model, phase, step, cfg, acc.process_index, acc.num_processes, acc.device)
         chunks = split_by_tokens(batch, phase.micro_batches, model.geometry)
@@ -80,7 +82,10 @@ def run_phase(model, data: TrainData, phase: PhaseConfig | str, cfg: TrainConfig
         optimizer.zero_grad(set_to_none=True)
         _accumulate(running, terms, out, model.geometry)
         if (step + 1) % cfg.log_every == 0 or step + 1 == phase.steps:
-            row = {"step": step + 1, "lr": scheduler.get_last_lr()[0], **{k: float(np.mean(v)) for k, v in running.items()}}
+            wall = (history[-1].get("wall_s", 0.0) if history else 0.0) + time.perf_counter() - tick  # across resumes
+            tick = time.perf_counter()
+            row = {"step": step + 1, "lr": scheduler.get_last_lr()[0], "wall_s": wall,
+                   **{k: float(np.mean(v)) for k, v in running.items()}}
             history.append(row)
             running = {}
             bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("answer", "relevance", "avg_tokens")})

@@ -6,13 +6,16 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
+import os
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ...errors import InputError
+from ...inputs import short_repr
 from .. import rendering
 
 if TYPE_CHECKING:
@@ -30,24 +33,106 @@ QUALITY_CHOICES = [POLICY_DEFAULT, *MODES, CUSTOM]
 
 
 # ------------------------------------------------------------------------------ input handling
-def image_from_payload(image: Any, max_pixels: int) -> np.ndarray:
+UPLOADS_ONLY = ("the image must be a file uploaded to this demo: paths on the server and URLs are not read "
+                "(with gradio_client pass handle_file(path))")
+
+
+def upload_roots() -> list[Path]:
+    """The folders a request's image may come from: Gradio's upload folder (uploads, pasted images
+    and the bundled examples, which Gradio caches there) and its examples cache."""
+    from gradio.utils import get_cache_folder, get_upload_folder
+
+    return [Path(os.path.realpath(get_upload_folder())), Path(os.path.realpath(get_cache_folder()))]
+
+
+def image_from_payload(image: Any, max_pixels: int, roots: list[Path] | None = None) -> np.ndarray:
     """The uploaded image as HxWx3 uint8, validated by the pipeline's loader (size limit checked
-    on the header, before decoding). Accepts Gradio's raw file payload (a dict with `path`, or a
-    base64 data URL), a path, a PIL image or an array."""
-    from ...inputs import load_image
+    on the header, before decoding). Accepts Gradio's raw file payload — a dict whose `path` lies in
+    one of `roots` (default `upload_roots()`), or a base64 data URL — and, from Python, a PIL image
+    or an array. Any other path (a plain string, a dict pointing elsewhere, a URL) is refused
+    without being opened, and no message names a server path."""
+    from PIL import Image
+
+    from ...inputs import load_image, max_file_bytes
 
     if image is None or (isinstance(image, dict) and not (image.get("path") or image.get("url"))):
         raise InputError("no image: upload one, paste one, or pick an example below")
-    if isinstance(image, dict):
-        url = image.get("url") or ""
-        if not image.get("path") and url.startswith("data:"):
-            try:
-                data = base64.b64decode(url.split(",", 1)[1], validate=False)
-            except (IndexError, ValueError) as e:
-                raise InputError(f"cannot read the image data URL: {e}") from e
-            return load_image(data, max_pixels)
-        image = image["path"]
-    return load_image(image, max_pixels)
+    if isinstance(image, (np.ndarray, Image.Image)):  # in-process callers only: HTTP carries JSON
+        return load_image(image, max_pixels, name="the image")
+    if not isinstance(image, dict):
+        raise InputError(f"the image must be an uploaded file, got {type(image).__name__}: with gradio_client pass "
+                         "handle_file(path); paths on the server are not read")
+    path, url = image.get("path"), image.get("url")
+    if isinstance(path, str) and path:
+        return load_image(_read_upload(path, max_file_bytes(max_pixels), roots), max_pixels, name="the uploaded image")
+    if isinstance(url, str) and url.startswith("data:"):
+        limit = max_file_bytes(max_pixels) * 4 // 3 + 1024
+        if len(url) > limit:
+            raise InputError(f"the image data URL is over {limit:,} characters; upload the file instead")
+        try:
+            data = base64.b64decode(url.split(",", 1)[1], validate=False)
+        except (IndexError, ValueError):
+            raise InputError("cannot read the image data URL: not base64 data") from None
+        return load_image(data, max_pixels, name="the image data URL")
+    raise InputError(UPLOADS_ONLY)
+
+
+def upload_path(path: Any, roots: list[Path] | None = None) -> Path:
+    """The real path (links resolved) of an uploaded file; anything outside `roots` (default
+    `upload_roots()`), URLs included, is an InputError that does not say whether the path exists."""
+    try:
+        real = Path(os.path.realpath(path)) if isinstance(path, str) and path and "://" not in path else None
+    except (OSError, ValueError):
+        real = None
+    if real is None or not any(real.is_relative_to(root) for root in (roots if roots is not None else upload_roots())):
+        log.warning("refused an image path outside the upload folder")
+        raise InputError(UPLOADS_ONLY)
+    return real
+
+
+def check_image_field(value: Any, roots: list[Path] | None = None) -> None:
+    """What an HTTP request may carry in the image field, checked before Gradio touches it: null,
+    Gradio's file dict whose path lies in an upload root, or a dict with a data: URL."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise InputError(f"the image must be an uploaded file, got {type(value).__name__}: with gradio_client pass "
+                         "handle_file(path); paths on the server are not read")
+    path, url = value.get("path"), value.get("url")
+    if path is not None and path != "":
+        upload_path(path, roots)
+    elif url is not None and not (isinstance(url, str) and url.startswith("data:")):
+        raise InputError(UPLOADS_ONLY)
+
+
+def contains_file(value: Any, max_items: int = 100_000) -> bool:
+    """Whether a JSON value holds a dict with a "path" key anywhere (Gradio would fetch or copy
+    it); walked without recursion, so any nesting depth is safe."""
+    stack, seen = [value], 0
+    while stack and seen < max_items:
+        item = stack.pop()
+        seen += 1
+        if isinstance(item, dict):
+            if "path" in item:
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return bool(stack)  # too large to walk: treated as suspect
+
+
+def _read_upload(path: str, limit: int, roots: list[Path] | None) -> bytes:
+    """The bytes of an uploaded file (checked by upload_path), at most `limit`."""
+    real = upload_path(path, roots)
+    try:
+        with open(real, "rb") as f:
+            data = f.read(limit + 1)
+    except (OSError, ValueError):
+        raise InputError("the uploaded image is no longer on the server (uploads are kept for an hour); "
+                         "upload it again") from None
+    if len(data) > limit:
+        raise InputError(f"the uploaded image is over {limit:,} bytes")
+    return data
 
 
 def resolve_budget(quality: Any, budget: Any, geometry) -> int | str | None:
@@ -58,7 +143,7 @@ def resolve_budget(quality: Any, budget: Any, geometry) -> int | str | None:
     if mode.lower() == CUSTOM.lower():
         return rendering.parse_budget(budget, geometry, tokens_only=True)
     if mode.lower() not in {*(m.lower() for m in MODES), POLICY_DEFAULT.lower(), "default", "none", ""}:
-        raise InputError(f"unknown quality mode {quality!r}; accepted: {QUALITY_CHOICES}")
+        raise InputError(f"unknown quality mode {short_repr(quality)}; accepted: {QUALITY_CHOICES}")
     return rendering.parse_budget(mode, geometry)
 
 
@@ -66,10 +151,10 @@ def parse_opacity(opacity: Any) -> float:
     """The overlay opacity slider's value as a float in [0, 1] (None → 0.5)."""
     try:
         value = float(0.5 if opacity is None else opacity)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         value = float("nan")
     if not 0.0 <= value <= 1.0:
-        raise InputError(f"overlay opacity must be a number in [0, 1], got {opacity!r}")
+        raise InputError(f"overlay opacity must be a number in [0, 1], got {short_repr(opacity)}")
     return value
 
 
@@ -164,18 +249,30 @@ def _warn(message: str) -> None:
 class DemoHandlers:
     """The functions behind the UI and the API, independent of Gradio except for gr.Warning."""
 
-    def __init__(self, pipe: Pipeline, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+    def __init__(self, pipe: Pipeline, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                 roots: list[Path] | None = None):
         self.pipe = pipe
         self.max_image_pixels = int(max_image_pixels)
+        self.roots = roots  # where uploaded images may be read from (None: upload_roots())
         self._lock = threading.Lock()  # one forward at a time: torch already uses every core
 
-    def _run(self, rgb, query, quality, budget, policy, which: str = "") -> PipelineOutput:
-        from ...inputs import MAX_QUERY_CHARS
+    def _check(self, query, quality, budget, policy, which: str = ""):
+        """The question, quality mode + budget and policy, checked before the image is decoded;
+        returns the pipeline's budget argument."""
+        from ...inputs import MAX_QUERY_CHARS, check_query
 
-        if isinstance(query, str) and len(" ".join(query.split())) > MAX_QUERY_CHARS:
-            _warn(f"{which}the question is longer than {MAX_QUERY_CHARS} characters: only the start is used")
         try:
+            check_query(query)
             budget_arg = resolve_budget(quality, budget, self.pipe.geometry)
+            self.pipe.resolve(policy, budget_arg)
+        except InputError as e:
+            raise InputError(f"{which}{e}") from e
+        if len(" ".join(query.split())) > MAX_QUERY_CHARS:
+            _warn(f"{which}the question is longer than {MAX_QUERY_CHARS} characters: only the start is used")
+        return budget_arg
+
+    def _run(self, rgb, query, budget_arg, policy, which: str = "") -> PipelineOutput:
+        try:
             with self._lock:
                 return self.pipe(rgb, query, budget=budget_arg, policy=policy)
         except InputError as e:
@@ -185,8 +282,9 @@ class DemoHandlers:
         """One image, one question: relevance overlay, tokens-per-cell overlay, answer, tokens used,
         compression ratio vs full resolution, per-stage timings (ms), and the allocation as JSON."""
         alpha = parse_opacity(opacity)
-        rgb = image_from_payload(image, self.max_image_pixels)
-        out = self._run(rgb, query, quality, budget, policy)
+        budget_arg = self._check(query, quality, budget, policy)
+        rgb = image_from_payload(image, self.max_image_pixels, self.roots)
+        out = self._run(rgb, query, budget_arg, policy)
         t0 = time.perf_counter()
         shown, out_shown = display_copy(rgb, out, self.pipe.geometry)
         rel = rendering.overlay(shown, out_shown, mode="relevance", alpha=alpha)
@@ -199,9 +297,11 @@ class DemoHandlers:
         """The same image under two questions: both allocations side by side (tokens per cell on
         top, relevance below), their per-cell difference A − B, a summary, and both as JSON."""
         alpha = parse_opacity(opacity)
-        rgb = image_from_payload(image, self.max_image_pixels)
-        a = self._run(rgb, query, quality, budget, policy, which="question A: ")
-        b = self._run(rgb, query2, quality, budget, policy, which="question B: ")
+        budget_arg = self._check(query, quality, budget, policy, which="question A: ")
+        self._check(query2, quality, budget, policy, which="question B: ")
+        rgb = image_from_payload(image, self.max_image_pixels, self.roots)
+        a = self._run(rgb, query, budget_arg, policy, which="question A: ")
+        b = self._run(rgb, query2, budget_arg, policy, which="question B: ")
         shown, a_shown = display_copy(rgb, a, self.pipe.geometry)
         _, b_shown = display_copy(rgb, b, self.pipe.geometry)
         titles = [f"A: {a.query} — {a.num_tokens} tok", f"B: {b.query} — {b.num_tokens} tok"]

@@ -13,8 +13,8 @@ import numpy as np
 
 from ...errors import CheckpointError, InputError
 from .files import png_file
-from .handlers import (CUSTOM, DEFAULT_MAX_IMAGE_PIXELS, MODES, QUALITY_CHOICES, DemoHandlers, policies_markdown,
-                       preset_markdown)
+from .handlers import (CUSTOM, DEFAULT_MAX_IMAGE_PIXELS, MODES, QUALITY_CHOICES, DemoHandlers, check_image_field,
+                       contains_file, policies_markdown, preset_markdown)
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -45,7 +45,7 @@ def build_app(pipe: Pipeline | None = None, *, preset: str = "lab", max_image_pi
         pipe = load_pipeline(preset, **pipeline_kwargs)
     handlers = DemoHandlers(pipe, max_image_pixels)
     # delete_cache: rendered overlays and uploads older than an hour are removed every 30 minutes
-    with gr.Blocks(title="ARR-COC Lab demo", analytics_enabled=False, delete_cache=(1800, 3600)) as app:
+    with demo_blocks()(title="ARR-COC Lab demo", analytics_enabled=False, delete_cache=(1800, 3600)) as app:
         _header(pipe)
         ui = SimpleNamespace()
         with gr.Row():
@@ -57,6 +57,7 @@ def build_app(pipe: Pipeline | None = None, *, preset: str = "lab", max_image_pi
             gr.Markdown(policies_markdown(pipe))
         _wire_model_events(ui, handlers, concurrency)
         _wire_budget_sync(ui, pipe.geometry)
+    app.image_roots = handlers.roots  # where request images may come from (None: Gradio's upload folder)
     app.queue(default_concurrency_limit=concurrency, max_size=max_queue)
     return app
 
@@ -194,15 +195,16 @@ def _wire_budget_sync(ui: SimpleNamespace, g) -> None:
     import gradio as gr
 
     modes = {k: g.quality_budgets[v] for k, v in MODES.items()}
-    ui.quality.change(lambda q: gr.update(value=modes[q]) if q in modes else gr.update(), ui.quality, ui.budget,
+    ui.quality.change(lambda q: gr.update(value=modes[q]) if isinstance(q, str) and q in modes else gr.update(),
+                      ui.quality, ui.budget,
                       api_visibility="private", queue=False, show_progress="hidden")
     ui.budget.input(None, None, ui.quality, js=f"() => {CUSTOM!r}", api_visibility="private", queue=False)
 
 
 def user_errors(fn):
     """Bad input → gr.Error with the app's message (UI toast, and AppError through gradio_client);
-    anything else is logged with its traceback and reported without one. Image outputs (H, W, 3)
-    go out as PNG files of their own (files.png_file)."""
+    anything else is logged with its traceback and reported by its type only (its text could name
+    server paths). Image outputs (H, W, 3) go out as PNG files of their own (files.png_file)."""
     import gradio as gr
 
     @functools.wraps(fn)
@@ -212,11 +214,61 @@ def user_errors(fn):
         except gr.Error:
             raise
         except (InputError, CheckpointError) as e:
-            log.info("refused: %s", e)
+            log.info("refused: %s", ascii(str(e)))
             raise gr.Error(str(e), title="Bad input", print_exception=False) from None
         except Exception as e:
             log.exception("demo request failed")
-            raise gr.Error(f"internal error ({type(e).__name__}): {e}. The server log has the details.",
+            raise gr.Error(f"internal error ({type(e).__name__}); the server log has the details",
                            print_exception=False) from None
 
     return wrapper
+
+
+@functools.cache
+def demo_blocks():
+    """gr.Blocks whose checks before a handler runs (argument count, payload shapes) fail with the
+    app's own message, like the handlers' InputErrors: Gradio reports its own exceptions as
+    `"error": null` (show_error stays off so that no exception text leaves the server)."""
+    import gradio as gr
+
+    class DemoBlocks(gr.Blocks):
+        def validate_inputs(self, block_fn, inputs):
+            if len(inputs) < len(block_fn.inputs):
+                raise _refusal(f"{_endpoint(block_fn)} takes {len(block_fn.inputs)} inputs "
+                               f"({', '.join(_labels(block_fn))}), got {len(inputs)}")
+            super().validate_inputs(block_fn, inputs)
+
+        async def preprocess_data(self, block_fn, inputs, state, explicit_call=False):
+            roots = getattr(self, "image_roots", None)
+            for block, value in zip(block_fn.inputs, inputs):
+                try:
+                    if isinstance(block, gr.Image):
+                        check_image_field(value, roots)
+                    elif contains_file(value):
+                        raise InputError(f"{block.label or 'this field'}: files are accepted only in the image field")
+                except InputError as e:
+                    raise _refusal(str(e)) from None
+            try:
+                return await super().preprocess_data(block_fn, inputs, state, explicit_call)
+            except gr.Error:
+                raise
+            except Exception as e:  # noqa: BLE001 - a payload Gradio could not read
+                log.info("refused before the handler: %s", type(e).__name__)
+                raise _refusal(f"{_endpoint(block_fn)}: an input has the wrong type; it takes "
+                               f"{', '.join(_labels(block_fn))} (docs/DEMO.md)") from None
+
+    return DemoBlocks
+
+
+def _refusal(message: str):
+    import gradio as gr
+
+    return gr.Error(message, title="Bad input", print_exception=False)
+
+
+def _endpoint(block_fn) -> str:
+    return f"/{block_fn.api_name}" if block_fn.api_name else "this event"
+
+
+def _labels(block_fn) -> list[str]:
+    return [str(getattr(b, "label", None) or type(b).__name__) for b in block_fn.inputs]

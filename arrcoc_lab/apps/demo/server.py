@@ -18,17 +18,22 @@ if TYPE_CHECKING:
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
+AUTH_ENV = "ARRCOC_DEMO_AUTH"  # "user:password", the login without putting it on the command line
+AUTH_MESSAGE = "ARR-COC Lab demo: log in with the account its operator gave you."
 
 
 def launch(app: gr.Blocks, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, share: bool = False,
-           max_file_size: int | str | None = None, prevent_thread_lock: bool = False, quiet: bool = True):
-    """Launch with the demo's theme and CSS (Gradio 6 takes them at launch); returns (local_url, share_url)."""
+           max_file_size: int | str | None = None, prevent_thread_lock: bool = False, quiet: bool = True,
+           auth: list[tuple[str, str]] | None = None):
+    """Launch with the demo's theme and CSS (Gradio 6 takes them at launch); returns (local_url, share_url).
+    `auth`: (user, password) pairs; when given, the page and the API need a login (docs/SECURITY.md)."""
     import gradio as gr
 
     theme = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                            font_mono=["ui-monospace", "monospace"])  # no web fonts: works offline
     _, local_url, share_url = app.launch(server_name=host, server_port=port, share=share, quiet=quiet,
                                          prevent_thread_lock=prevent_thread_lock, max_file_size=max_file_size,
+                                         auth=auth or None, auth_message=AUTH_MESSAGE if auth else None,
                                          show_error=False, ssr_mode=False, theme=theme, css=CSS,
                                          footer_links=["api", "settings"])
     return local_url, share_url
@@ -36,7 +41,12 @@ def launch(app: gr.Blocks, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
 
 # ------------------------------------------------------------------------------ command line
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--share", action="store_true", help="also serve on a public *.gradio.live link")
+    p.add_argument("--share", action="store_true", help="also serve on a public *.gradio.live link "
+                   "(anyone with the link can use it: add a login, docs/SECURITY.md)")
+    p.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD",
+                   help=f"require a login (repeatable; also ${AUTH_ENV} or --auth-file)")
+    p.add_argument("--auth-file", dest="auth_file", default=None,
+                   help="require a login: a file of USER:PASSWORD lines (# comments)")
     p.add_argument("--host", default=DEFAULT_HOST, help=f"interface to bind (default {DEFAULT_HOST}; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     p.add_argument("--preset", default=None,
@@ -69,6 +79,30 @@ def _preset_kwargs(args) -> tuple[str, dict]:
     return preset, paths
 
 
+def logins(args: argparse.Namespace, environ=None) -> list[tuple[str, str]]:
+    """The (user, password) pairs from --auth, --auth-file and $ARRCOC_DEMO_AUTH; [] for none."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    lines = [(f"--auth {a.partition(':')[0]}:…", a) for a in getattr(args, "auth", None) or []]
+    if environ.get(AUTH_ENV):
+        lines.append((f"${AUTH_ENV}", environ[AUTH_ENV]))
+    if getattr(args, "auth_file", None):
+        try:
+            text = open(args.auth_file, encoding="utf-8").read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"--auth-file {args.auth_file}: cannot read it ({type(e).__name__})") from None
+        lines += [(f"--auth-file line {i}", t.strip()) for i, t in enumerate(text.splitlines(), 1)
+                  if t.strip() and not t.strip().startswith("#")]
+    pairs = []
+    for where, entry in lines:
+        user, sep, password = entry.partition(":")
+        if not sep or not user.strip() or not password:
+            raise InputError(f"{where}: expected USER:PASSWORD with both parts non-empty")
+        pairs.append((user.strip(), password))
+    return pairs
+
+
 def _check_args(args: argparse.Namespace) -> None:
     if not 1 <= args.port <= 65535:
         raise InputError(f"--port must be in 1..65535, got {args.port}")
@@ -82,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from ...pipeline import load_pipeline
 
     _check_args(args)
+    auth = logins(args)
     preset, paths = _preset_kwargs(args)
     pipe = load_pipeline(preset, weights=args.weights, device=args.device, **paths)
     app = build_app(pipe, max_image_pixels=args.max_image_pixels, concurrency=args.concurrency,
@@ -89,10 +124,10 @@ def run(args: argparse.Namespace) -> int:
     max_file = max(16 * 2**20, 4 * args.max_image_pixels)  # bytes: generous for any compressed image under the limit
     try:
         local_url, share_url = launch(app, host=args.host, port=args.port, share=args.share, max_file_size=max_file,
-                                      prevent_thread_lock=True)
+                                      prevent_thread_lock=True, auth=auth)
     except OSError as e:
         raise InputError(f"cannot serve on {args.host}:{args.port}: {e}") from e
-    print(banner(pipe, args, local_url, share_url), flush=True)
+    print(banner(pipe, args, local_url, share_url, login=bool(auth)), flush=True)
     try:
         app.block_thread()
     finally:
@@ -100,8 +135,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def banner(pipe, args, local_url: str, share_url: str | None) -> str:
-    """What `run` prints once the app serves: preset, local / network / public URLs, the API."""
+def banner(pipe, args, local_url: str, share_url: str | None, login: bool = False) -> str:
+    """What `run` prints once the app serves: preset, local / network / public URLs, the API, and
+    whether a login is required (a warning when the demo is reachable beyond this machine without one)."""
     url = local_url.rstrip("/") + "/"
     lines = ["", f"ARR-COC Lab demo — preset {pipe.config.preset}"
              + ("" if pipe.config.weights else " (untrained weights)"),
@@ -110,8 +146,13 @@ def banner(pipe, args, local_url: str, share_url: str | None) -> str:
         lines.append(f"  On network:  http://{socket.gethostname()}:{args.port}/")
     if args.share:
         lines.append(f"  Public URL:  {share_url}" if share_url else "  Public URL:  not available (see the message above)")
-    lines += [f"  API:         {url}?view=api   (endpoints /analyze and /compare)",
-              "  Press Ctrl+C to stop.", ""]
+    lines.append(f"  API:         {url}?view=api   (endpoints /analyze and /compare)")
+    if login:
+        lines.append("  Login:       required (--auth)")
+    elif args.share or args.host not in (DEFAULT_HOST, "localhost", "::1"):
+        lines.append("  WARNING:     reachable beyond this machine without a login: anyone who can reach it can "
+                     "use it; add --auth USER:PASSWORD (docs/SECURITY.md)")
+    lines += ["  Press Ctrl+C to stop.", ""]
     return "\n".join(lines)
 
 
