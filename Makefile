@@ -43,7 +43,7 @@ runs/lab/uniform_ft/model.safetensors: runs/lab/export.done
 	$(PY) -m arrcoc_lab train --phase uniform_ft --init-from arrcoc_lab/weights/lab/model.safetensors \
 		--out runs/lab/uniform_ft --steps 200 --data "$(LAB_DATA)"
 runs/lab/benchmark.done: runs/lab/uniform_ft/model.safetensors
-	$(LAB_RUN) benchmark -p output_dir reports/bench/lab
+	$(LAB_RUN) benchmark -p output_dir reports/bench/lab -p n_scenes 50
 	touch $@
 
 $(STAMP): pyproject.toml

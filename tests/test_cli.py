@@ -138,3 +138,17 @@ def test_encoder_resume_with_other_settings_is_refused_before_rendering(capsys, 
     _refused(capsys, ["train", "--phase", "encoder", "--preset", "tiny", "--n-scenes", "4", "--steps", "4",
                       "--batch-size", "8", "--out", str(tmp_path / "run")],
              "(encoder_pretrain.batch_size, pipeline)")  # None vs the tiny config: the whole key
+
+
+def test_eval_with_held_out_phrasings(capsys, tmp_path):
+    """`arrcoc-lab eval --phrasing heldout`: the same questions in wordings training never used."""
+    import json
+
+    out = tmp_path / "heldout"
+    assert main(["eval", "--preset", "tiny", "--data", "scenebench:test", "--n-scenes", "1", "--policy", "uniform",
+                 "--phrasing", "heldout", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["phrasing"] == "heldout" and "uniform" in metrics["policies"]
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    from arrcoc_lab.data.phrasing import parse
+    assert rows and all(parse(r["question"]).source == "heldout" for r in rows)
