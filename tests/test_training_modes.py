@@ -50,10 +50,13 @@ def test_training_forward_is_the_inference_forward(tiny):
     batch = make_batch(data, m, ph, 3, cfg, 0, 1, "cpu")
     with torch.no_grad():
         out = TrainStep(m, ph)(batch)
-        ref = m(batch["pixels"], batch["questions"], policy=OraclePolicy(batch["utility"]), budget=batch["budgets"],
+        ref = m(batch["pixels"], batch["questions"], policy=OraclePolicy(batch["utility"], batch.get("levels")),
+                budget=batch["budgets"],
                 answers=batch["answers"], features=batch["features"], generate=False)
     assert torch.equal(out["_levels"], ref.trace.allocation.levels)
     assert torch.allclose(out["answer"], ref.loss)
+    families = {k[len("_answer_"):] for k in out if k.startswith("_answer_")} - {"detail", "gist"}
+    assert families and families == set(batch["families"]) and "other" not in families  # per-family losses logged
 
 
 def test_reading_views_show_the_sign_and_little_else(tiny):

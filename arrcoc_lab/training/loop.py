@@ -154,7 +154,7 @@ def _component(term: str) -> str:
 def _accumulate(running, terms, out, g):
     for k, v in terms.items():
         running.setdefault(k, []).append(float(v.detach()))
-    for k in ("_answer_detail", "_answer_gist", "_read_acc"):
+    for k in [k for k in out if k.startswith("_answer_")] + ["_read_acc"]:  # per difficulty and per family
         if k in out:
             running.setdefault(k[1:], []).append(float(out[k]))
     if "_levels" in out:

@@ -6,13 +6,14 @@ index), never from a global stream. So a resumed run continues exactly, and an N
 sees the same global batch as a 1-process run (each process takes every N-th sample)."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..errors import InputError
-from ..data.phrasing import rephrase
+from ..data.phrasing import parse, rephrase
 from ..data.features import SceneTensors, encode_scenes, target_cells
 from ..modeling.allocator import solve_knapsack
 from .config import TrainConfig
@@ -126,6 +127,7 @@ def make_batch(data: TrainData, model, phase: PhaseConfig, step: int, cfg: Train
         "questions": rephrased([data.questions[i] for i in mine], phase.rephrase, cfg.seed, step, rank, world),
         "answers": [data.answers[i] for i in mine],
         "detail": torch.tensor([data.difficulty[i] == "detail" for i in mine], device=device),
+        "families": [family_of(data.questions[i]) for i in mine],
         "tiers": torch.tensor([TIER_OF[data.difficulty[i]] for i in mine], device=device),
         "target_cells": target_cells(boxes, g, data.image_hw).to(device),
         "noise_seeds": [int(s) for s in np.random.default_rng([cfg.seed, step, 1]).integers(0, 2**31, cfg.batch_size)[rank::world]],
@@ -159,6 +161,15 @@ def take(batch: dict, idx: list[int]) -> dict:
     """The samples `idx` of a batch (tensors and per-sample lists alike)."""
     return {k: v[idx] if torch.is_tensor(v) else [v[i] for i in idx] if isinstance(v, list) else v
             for k, v in batch.items()}
+
+
+@functools.lru_cache(maxsize=4096)
+def family_of(question: str) -> str:
+    """The question family of a template question (per-family losses in the log); "other" else."""
+    try:
+        return parse(question).family
+    except ValueError:
+        return "other"
 
 
 def rephrased(questions: list[str], share: float, seed: int, step: int, rank: int, world: int) -> list[str]:
