@@ -189,7 +189,7 @@ def test_fastv_follows_the_llm_attention(tiny_pipe, rgb, monkeypatch):
     """Keep exactly the tokens the layer-K attention of the last prompt token favours."""
     favoured = [5, 17, 60, 130, 201, 250]
 
-    def fake(llm, visual, mask, questions, layer):
+    def fake(llm, visual, mask, questions, layer, query=None):
         S = visual.shape[1] + 40
         w = torch.zeros(visual.shape[0], 1, S, S)
         w[:, :, -1, torch.tensor(favoured)] = 1.0

@@ -172,11 +172,8 @@ class ARRCOC(nn.Module):
 
     def _layer_attention(self, tr: Trace):
         """LLMScoring's view of one LLM layer's attention, with this forward's question states."""
-        def attention(visual, mask, questions, layer):
-            if self.llm.question_proj is None:  # the plain call (what a test double of the LLM replaces)
-                return self.llm.layer_attention(visual, mask, questions, layer)
-            return self.llm.layer_attention(visual, mask, questions, layer, query=tr.query)
-        return attention
+        return lambda visual, mask, questions, layer: self.llm.layer_attention(visual, mask, questions, layer,
+                                                                               query=tr.query)
 
     def _llm_inputs(self, clip_tokens: torch.Tensor, tokens: TokenSet) -> torch.Tensor:
         """A token set as the LLM would see it (adapter → projector), for LLMScoring: (B, T, H)."""

@@ -41,7 +41,8 @@ class UniformPolicy(Policy):
 
     def plan(self, ctx, budgets, allocator):
         # equal utility; a tiny centre-out tie-break spreads leftover tokens symmetrically
-        u = torch.ones_like(_cells(ctx)) + 1e-6 * _centre_weight(_cells(ctx))
+        cells = _cells(ctx)
+        u = torch.ones_like(cells) + 1e-6 * _centre_weight(cells)
         return u, budgets, [None] * len(budgets)
 
 
@@ -53,11 +54,10 @@ class RandomPolicy(Policy):
         return geometry.uniform_budget
 
     def plan(self, ctx, budgets, allocator):
-        maps = []
-        for i, seed in enumerate(ctx.seeds or range(len(budgets))):
-            rng = np.random.default_rng([allocator.cfg.seed, seed])
-            maps.append(torch.from_numpy(rng.random(_cells(ctx).shape[1:])))
-        return torch.stack(maps).to(_cells(ctx)), budgets, [None] * len(budgets)
+        cells = _cells(ctx)
+        maps = [torch.from_numpy(np.random.default_rng([allocator.cfg.seed, seed]).random(cells.shape[1:]))
+                for seed in (ctx.seeds or range(len(budgets)))]
+        return torch.stack(maps).to(cells), budgets, [None] * len(budgets)
 
 
 class TierPolicy(Policy):

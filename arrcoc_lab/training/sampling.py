@@ -35,16 +35,19 @@ class TrainData:
     def __len__(self):
         return len(self.questions)
 
+    @functools.cached_property
+    def _detail_boxes(self) -> dict[int, list]:
+        """scene index → the boxes its detail questions ask about."""
+        out: dict[int, list] = {}
+        for j, (d, box) in enumerate(zip(self.difficulty, self.boxes)):
+            if d == "detail" and box is not None:
+                out.setdefault(self.scene_index[j], []).append(box)
+        return out
+
     def other_sign(self, i: int):
         """The box of another detail question's region in sample i's scene (None if there is none):
         a reading view shows it beside the asked-about one, so the question has to pick."""
-        if not hasattr(self, "_detail_boxes"):
-            self._detail_boxes: dict[int, list] = {}
-            for j, (d, box) in enumerate(zip(self.difficulty, self.boxes)):
-                if d == "detail" and box is not None:
-                    self._detail_boxes.setdefault(self.scene_index[j], []).append(box)
-        mine = self.boxes[i]
-        others = [b for b in self._detail_boxes.get(self.scene_index[i], []) if b != mine]
+        others = [b for b in self._detail_boxes.get(self.scene_index[i], []) if b != self.boxes[i]]
         return others[0] if others else None
 
 
