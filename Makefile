@@ -1,5 +1,6 @@
 # Two commands do all set-up from nothing: `make demo` and `make test`.
-# Each creates .venv and installs the pinned project into it when missing.
+# Each creates .venv and installs the project with every extra into it, through constraints.txt
+# (the exact versions it was tested with), when missing or when pyproject.toml or constraints.txt changed.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -46,10 +47,11 @@ runs/lab/benchmark.done: runs/lab/uniform_ft/model.safetensors
 	$(LAB_RUN) benchmark -p output_dir reports/bench/lab -p n_scenes 50
 	touch $@
 
-$(STAMP): pyproject.toml
+# Every extra (demo, lab, eval, test), at the exact versions of constraints.txt (docs/INSTALL.md).
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -c constraints.txt --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[all]"
 	@touch $(STAMP)
 
 install: $(STAMP)

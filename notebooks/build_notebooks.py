@@ -59,6 +59,7 @@ resume = True
 eval_scenes = 50         # validation scenes for the end-of-phase check
 lr = None                # None means the phase default
 cache_dir = "cache"
+log_with = "auto"        # experiment tracker: auto (TensorBoard when installed) | none | wandb | ...; events in run_dir/tensorboard/
 """
 
 SETUP = """import json, logging, warnings
@@ -83,7 +84,8 @@ overrides = {"steps": steps} | ({"lr": lr} if lr else {}) | dict(phase_overrides
 ph = get_phase(phase, **overrides)
 cfg = TrainConfig(data=data, n_scenes=n_scenes, batch_size=batch_size, seed=seed, device=device,
                   mixed_precision=mixed_precision, cache_dir=cache_dir, log_every=max(1, min(25, steps // 4)),
-                  ckpt_every=max(1, min(100, steps // 2)), sample_log_every=max(1, min(50, steps // 2)))
+                  ckpt_every=max(1, min(100, steps // 2)), sample_log_every=max(1, min(50, steps // 2)),
+                  log_with=log_with)
 print(ph)"""
 
 DATA = """data = load_train_data(pipe.model, cfg)

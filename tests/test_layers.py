@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("arrcoc_lab", "widgets")
+PACKAGES = ("arrcoc_lab",)
 # lower rank = lower layer; a module may import its own layer and the layers below it, never above
 RANK = {
     "base": 0,  # arrcoc_lab.errors, .inputs, .checkpoint: what every layer shares
@@ -18,21 +18,27 @@ RANK = {
     "training": 4,
     "evaluation": 5,
     "apps": 6,
-    "widgets": 7,
+    "widgets": 6,  # arrcoc_lab.widgets: the JupyterLab front end, at the level of the other apps
 }
+# same-rank layers stay independent (modeling and data), except these one-way pairs: the widgets
+# draw with apps.rendering, while apps never import the widgets (so the CLI and demo never load ipywidgets)
+BESIDE = {("widgets", "apps")}
 FACADES = {"arrcoc_lab", "arrcoc_lab.__main__"}  # the package's front door re-exports from above, lazily
 MAX_LINES = 400
 
 
 def layer(module: str) -> str:
     parts = module.split(".")
-    if parts[0] == "widgets":
-        return "widgets"
     if len(parts) == 1:
         return "base"
     if parts[1] in RANK:
         return parts[1]
     return "pipeline" if parts[1] == "pipeline" else "base"
+
+
+def refused(own: str, target: str) -> bool:
+    """Whether a module of layer `own` may not import from layer `target`."""
+    return target != own and RANK[target] >= RANK[own] and (own, target) not in BESIDE
 
 
 def module_name(path: Path) -> str:
@@ -72,7 +78,7 @@ def test_imports_point_downward(path):
         return
     own = layer(mod)
     upward = [f"line {line}: {target} ({layer(target)})" for line, target in imports(path)
-              if layer(target) != own and RANK[layer(target)] >= RANK[own]]
+              if refused(own, layer(target))]
     assert not upward, f"{mod} ({own}) imports from its own level or above: {upward}"
 
 
@@ -83,7 +89,7 @@ def test_module_readable_in_one_sitting(path):
 
 
 def test_layers_exist_as_folders():
-    for name in ("modeling", "data", "policies", "training", "evaluation", "apps"):
+    for name in ("modeling", "data", "policies", "training", "evaluation", "apps", "widgets"):
         assert (ROOT / "arrcoc_lab" / name / "__init__.py").is_file(), name
 
 
@@ -95,3 +101,12 @@ def test_checker_sees_upward_imports(tmp_path, monkeypatch):
     found = [t for _, t in imports(fake)]
     assert found == ["arrcoc_lab.evaluation.metrics", "arrcoc_lab.apps.cli"]
     assert all(RANK[layer(t)] > RANK[layer(module_name(fake))] for t in found)
+
+
+def test_widgets_sit_beside_the_apps():
+    """arrcoc_lab.widgets is checked like every module (imports, 400 lines); it may draw with the apps,
+    the apps may not import it, and same-level layers otherwise stay apart."""
+    assert {p.name for p in SOURCES if p.parent.name == "widgets"} >= {"__init__.py", "inspector.py", "canvas.py"}
+    assert layer("arrcoc_lab.widgets.inspector") == "widgets" and RANK["widgets"] == RANK["apps"]
+    assert not refused("widgets", "apps") and not refused("widgets", "pipeline")
+    assert refused("apps", "widgets") and refused("modeling", "data") and refused("evaluation", "widgets")

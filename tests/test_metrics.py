@@ -40,12 +40,25 @@ def test_levenshtein_hand_values():
 def test_anls_hand_values():
     assert M.anls("helo", "hello") == pytest.approx(0.8)  # 1 edit / 5 chars
     assert M.anls("abce", "abcd") == pytest.approx(0.75)  # 1 / 4
-    assert M.anls("ab", "ac") == 0.0  # NL = 0.5 is not < 0.5
+    assert M.anls("ab", "ac") == 0.5  # NL = 0.5 exactly: kept, as the official script keeps a score of 0.5
     assert M.anls("abc", "xyz") == 0.0
     assert M.anls("hello", ["world", "hallo"]) == pytest.approx(0.8)  # max over answers
     assert M.anls("HeLLo ", "hello") == 1.0
     assert M.anls("", "") == 1.0
     assert M.anls("ab", "ac", threshold=0.6) == pytest.approx(0.5)
+
+
+def test_anls_official_examples():
+    # "Smith" vs "smith.": case is normalised, the period is not: 1 edit over the longer (6 chars)
+    assert M.anls("Smith", "smith.") == pytest.approx(5 / 6)
+    assert M.anls("Smith", ["Jones", "smith."]) == pytest.approx(5 / 6)  # max over references
+    # the τ = 0.5 cut: NL 0.4 keeps 0.6, NL 0.5 keeps 0.5, NL 0.6 scores 0
+    assert M.anls("abcde", "abcxy") == pytest.approx(0.6)
+    assert M.anls("abcd", "abxy") == 0.5
+    assert M.anls("abcde", "abxyz") == 0.0
+    # distances between normalised strings, over the raw strings' lengths (the official script)
+    assert M.anls("  Smith ", "smith.") == pytest.approx(1 - 1 / 8)
+    assert M.anls("New  York", "new york") == 1.0
 
 
 def test_anls_rejects_bad_input():
@@ -64,6 +77,55 @@ def test_relaxed_accuracy_hand_values():
     assert M.relaxed_accuracy("0", "0") == 1.0  # zero reference: string match...
     assert M.relaxed_accuracy("0.0", "0") == 0.0  # ...as in the reference implementation
     assert M.relaxed_accuracy("12", ["7", "12.3"]) == 1.0
+
+
+def test_relaxed_accuracy_five_percent_boundary_and_strings():
+    assert M.relaxed_accuracy("52.5", "50") == 1.0 and M.relaxed_accuracy("47.5", "50") == 1.0  # exactly 5 %
+    assert M.relaxed_accuracy("52.6", "50") == 0.0 and M.relaxed_accuracy("47.4", "50") == 0.0  # just over
+    assert M.relaxed_accuracy("-52.5", "-50") == 1.0  # relative to |reference|
+    assert M.relaxed_accuracy("50%", "0.5") == 1.0 and M.relaxed_accuracy("0.53", "50%") == 0.0  # 6 % off
+    assert M.relaxed_accuracy("Democrats", "democrats") == 1.0  # non-numeric: case-insensitive exact
+    assert M.relaxed_accuracy("Democrat", "Democrats") == 0.0  # no partial credit for strings
+    assert M.relaxed_accuracy("about 50", "50") == 0.0  # a number inside words is a string
+
+
+def test_vqa_normalize_official_rules():
+    assert M.vqa_normalize("The Nokia!") == "nokia"  # article dropped, punctuation spaced out
+    assert M.vqa_normalize("two") == "2" and M.vqa_normalize("None") == "0"  # number words
+    assert M.vqa_normalize("dont") == "don't" and M.vqa_normalize("whats up") == "what's up"  # contractions
+    assert M.vqa_normalize("coca-cola") == "coca cola"  # '-' inside a word becomes a space
+    assert M.vqa_normalize("1,000") == "1000" and M.vqa_normalize("3.5") == "3.5"  # digit commas, decimals
+    assert M.vqa_normalize("yes.") == "yes"  # a period not followed by a digit goes
+
+
+def test_vqa_accuracy_ten_humans_leave_one_out():
+    """min(#humans / 3, 1) averaged over the 10 subsets of 9 answers: with k humans agreeing, k subsets
+    hold k - 1 of them and 10 - k hold all k."""
+    def answers(k):
+        return ["nokia"] * k + [f"other{i}" for i in range(10 - k)]
+
+    assert M.vqa_accuracy("nokia", answers(1)) == pytest.approx((1 * 0 + 9 * 1 / 3) / 10)  # 0.3
+    assert M.vqa_accuracy("nokia", answers(2)) == pytest.approx((2 * 1 / 3 + 8 * 2 / 3) / 10)  # 0.6
+    assert M.vqa_accuracy("nokia", answers(2)) == pytest.approx(0.6)
+    assert M.vqa_accuracy("nokia", answers(3)) == pytest.approx((3 * 2 / 3 + 7 * 1) / 10)  # 0.9
+    assert M.vqa_accuracy("nokia", answers(3)) == pytest.approx(0.9)
+    assert M.vqa_accuracy("nokia", answers(4)) == 1.0  # 4 * min(3/3, 1) + 6 * min(4/3, 1)
+    assert M.vqa_accuracy("nokia", answers(10)) == 1.0
+    assert M.vqa_accuracy("toshiba", answers(10)) == 0.0
+    # normalised before counting: "The Nokia." and "nokia" are the same answer
+    assert M.vqa_accuracy("The Nokia.", ["nokia", "Nokia"] + ["x"] * 8) == pytest.approx(0.6)
+    assert M.vqa_accuracy("two", ["2"] * 3 + ["x"] * 7) == pytest.approx(0.9)
+    assert M.vqa_accuracy("nokia", "nokia") == 1.0  # a single reference: nothing to leave out
+
+
+def test_official_metric_per_dataset():
+    assert M.OFFICIAL_METRIC == {"docvqa": "anls", "chartqa": "relaxed_accuracy", "textvqa": "vqa_accuracy",
+                                 "scenebench": "exact_match", "docsynth": "exact_match"}
+    assert M.official_metric("somethingelse") == "exact_match"
+    assert M.answer_score("anls", "Smith", "smith.") == pytest.approx(5 / 6)
+    assert M.answer_score("relaxed_accuracy", "52.5", "50") == 1.0
+    with pytest.raises(ValueError, match="unknown answer metric 'bleu'; known"):
+        M.answer_score("bleu", "a", "a")
 
 
 # ---------------------------------------------------------------- allocation

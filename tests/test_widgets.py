@@ -14,8 +14,8 @@ from PIL import Image
 
 from arrcoc_lab.apps import rendering
 from arrcoc_lab.data.examples import SEED_QUESTIONS
-from widgets import Inspector
-from widgets.sources import SKIMAGE
+from arrcoc_lab.widgets import Inspector
+from arrcoc_lab.widgets.sources import SKIMAGE
 
 DETAIL, GIST = SEED_QUESTIONS  # "What's the formula on the billboard?", "What city is this?"
 

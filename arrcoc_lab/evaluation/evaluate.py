@@ -4,7 +4,13 @@
 question; `summarize()` turns rows into the report's numbers (accuracy by difficulty and family,
 target token share and lift, query dependence, accuracy by token bucket, misclassification rate,
 tier by difficulty, latency percentiles). `run_eval()` is the `arrcoc-lab eval` command: it writes
-metrics JSON and figures under reports/.
+metrics JSON, a table and figures under reports/.
+
+Every answer is scored twice: `correct` is exact match (what `accuracy` means everywhere), `score`
+is the dataset's official metric (`metrics.OFFICIAL_METRIC`: ANLS for DocVQA, relaxed accuracy for
+ChartQA, VQA accuracy for TextVQA, exact match for the synthetic sets), named in the row's, the
+summary's and the report's `metric`. Real VQA files (docvqa:/path.json, …) are encoded image by
+image when loaded (no feature cache: the file, not a split seed, defines them).
 
 `phrasing="heldout"` asks every question of the eval set in one of the held-out phrasings of
 `data.phrasing` (words the model never saw in training); answers, boxes and ids are unchanged.
@@ -14,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +33,7 @@ from ..policies import get_policy
 from ..checkpoint import atomic_write_text, write_jsonl
 from ..data.features import encode_scenes
 from ..errors import InputError
+from ..inputs import to_model_input
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +58,18 @@ def check_phrasing(phrasing: str) -> str:
 
 def load_eval_set(model, spec: str = "scenebench:test", n_scenes: int = 100, cache_dir: str = "cache",
                   progress: bool = True, phrasing: str = "seen") -> EvalSet:
-    """The first `n_scenes` scenes of a synthetic split with cached SAM features; `phrasing`
-    "heldout" replaces every question by a held-out rephrasing (answers and boxes unchanged)."""
-    from ..data import SYNTHETIC, load_dataset
+    """The first `n_scenes` scenes of a synthetic split with cached SAM features, or the first
+    `n_scenes` questions of a real VQA file (encoded here); `phrasing` "heldout" replaces every
+    question by a held-out rephrasing (answers and boxes unchanged; synthetic sets only)."""
+    from ..data import REAL, SYNTHETIC, load_dataset
 
     check_phrasing(phrasing)
     g = model.geometry
     name = spec.split(":", 1)[0]
+    if name in REAL:
+        if phrasing != "seen":
+            raise InputError(f"phrasing {phrasing!r} rephrases the synthetic sets' templates; {name} takes 'seen'")
+        return _real_eval_set(model, load_dataset(spec, n=n_scenes, image_size=g.image_size), spec, progress)
     per_scene = SYNTHETIC[name].QUESTIONS_PER_SCENE if name in SYNTHETIC else 1
     # synthetic sets need ≥ 32 patches per side: a smaller (test) model gets them resized, as in training
     render = max(g.image_size, 32 * g.patch_size) if name in SYNTHETIC else g.image_size
@@ -72,6 +84,29 @@ def load_eval_set(model, spec: str = "scenebench:test", n_scenes: int = 100, cac
 
         samples = rephrase_samples(samples, "heldout", seed=PHRASING_SEED)
     return EvalSet(samples, scenes, samples[0].image.shape[:2], spec, phrasing)
+
+
+@torch.no_grad()
+def _real_eval_set(model, ds, spec: str, progress: bool, batch_size: int = 16) -> EvalSet:
+    """A real VQA file's questions and one row of SAM features per image; the samples keep a 1×1
+    stand-in image (the model-size pixels are in `scenes`)."""
+    from ..data.features import SceneTensors
+
+    g = model.geometry
+    device = next(model.sam.parameters()).device
+    samples, pixels, scene_ids = [], [], {}
+    for s in tqdm(ds, desc=f"images of {spec}", disable=not progress):
+        if not s.answers:
+            raise InputError(f"{s.id} of {spec} has no reference answers (a test split?); evaluation needs them")
+        if s.scene_index not in scene_ids:
+            scene_ids[s.scene_index] = len(scene_ids)
+            pixels.append(to_model_input(s.image, g.image_size)[0].round().clamp(0, 255).to(torch.uint8))
+        samples.append(replace(s, image=s.image[:1, :1].copy()))
+    pix = torch.stack(pixels)
+    feats = torch.cat([model.encode_image(pix[i:i + batch_size].to(device).float()).half().cpu()
+                       for i in range(0, len(pix), batch_size)])
+    return EvalSet(samples, SceneTensors(feats, pix, list(scene_ids), image_hw=(g.image_size, g.image_size)),
+                   (g.image_size, g.image_size), spec)
 
 
 @torch.no_grad()
@@ -95,9 +130,11 @@ def evaluate(model, es: EvalSet, policy: str, budget=None, batch_size: int = 32,
         a = out.trace.allocation
         for i, s in enumerate(chunk):
             tpc = a.tokens_per_cell[i].cpu().numpy()
-            row = {"id": s.id, "scene": s.scene_index, "family": s.family, "difficulty": s.difficulty,
-                   "question": s.question, "answer": s.answer, "pred": out.answers[i],
-                   "correct": M.exact_match(out.answers[i], s.answers or s.answer),
+            refs, metric = s.answers or s.answer, M.official_metric(s.dataset)
+            row = {"id": s.id, "dataset": s.dataset, "scene": s.scene_index, "family": s.family,
+                   "difficulty": s.difficulty, "question": s.question, "answer": s.answer, "pred": out.answers[i],
+                   "correct": M.exact_match(out.answers[i], refs),
+                   "metric": metric, "score": M.answer_score(metric, out.answers[i], refs),
                    "num_tokens": int(tpc.sum()), "budget": int(a.budgets[i]), "tier": a.tiers[i],
                    "tokens_per_cell": tpc.tolist(), "target_box": list(s.target_box) if s.target_box else None}
             if s.target_box:
@@ -134,8 +171,10 @@ def summarize(rows: list[dict], geometry, image_hw: tuple[int, int] | None = Non
         if r.get("tier"):
             tiers[r["difficulty"]][r["tier"]] += 1
     timings = [r["timings"] for r in rows if "timings" in r]
+    by_dataset = {d: _official(rs) for d, rs in _group(rows, "dataset").items()} if rows and "dataset" in rows[0] else {}
     return {
         "n": len(rows),
+        **_official(rows), "by_dataset": by_dataset,  # the official metric (name, score) beside exact match
         "accuracy": acc(rows), "accuracy_gist": acc(gist), "accuracy_detail": acc(detail),
         "accuracy_by_family": by("family"),
         "avg_tokens": float(np.mean([r["num_tokens"] for r in rows])),
@@ -155,6 +194,27 @@ def summarize(rows: list[dict], geometry, image_hw: tuple[int, int] | None = Non
     }
 
 
+def _official(rows: list[dict]) -> dict:
+    """Metric name, mean official score and exact match of rows (a mix of metrics has no one score)."""
+    names = sorted({r.get("metric", "exact_match") for r in rows})
+    one = len(names) == 1
+    return {"metric": names[0] if one else "mixed: " + ", ".join(names),
+            "score": float(np.mean([r.get("score", r["correct"]) for r in rows])) if one else float("nan"),
+            "exact_match": float(np.mean([r["correct"] for r in rows])) if rows else float("nan")}
+
+
+def eval_table(report: dict) -> str:
+    """The `eval` report as a markdown table: each policy's official metric and score beside exact match."""
+    lines = [f"{report['data']} — budget {report.get('budget')}, phrasing {report.get('phrasing', 'seen')}", "",
+             "| policy | metric | score | exact match | EM gist | EM detail | tokens | detail lift | query dependence |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for policy, s in report["policies"].items():
+        lines.append(f"| {policy} | {s['metric']} | {s['score']:.3f} | {s['exact_match']:.3f} | {s['accuracy_gist']:.3f} | "
+                     f"{s['accuracy_detail']:.3f} | {s['avg_tokens']:.1f} | {s['target_lift_detail']:.2f} | "
+                     f"{s['query_dependence'].get('rate', float('nan')):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def _group(rows, key):
     out = defaultdict(list)
     for r in rows:
@@ -165,7 +225,7 @@ def _group(rows, key):
 def run_eval(pipe, data: str, policies: list[str], budget, n_scenes: int, out_dir: str | Path,
              cache_dir: str = "cache", batch_size: int = 32, progress: bool = True,
              phrasing: str = "seen") -> dict:
-    """`arrcoc-lab eval`: every policy on one split at one budget → metrics.json + figures.
+    """`arrcoc-lab eval`: every policy on one split at one budget → metrics.json, table.md, figures.
     `phrasing`: "seen" (the datasets' templates) or "heldout" (see load_eval_set)."""
     from .viz_report import accuracy_by_bucket_figure, allocation_examples_figure
 
@@ -175,14 +235,16 @@ def run_eval(pipe, data: str, policies: list[str], budget, n_scenes: int, out_di
     es = load_eval_set(model, data, n_scenes, cache_dir, progress, phrasing=phrasing)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = {"data": data, "n_scenes": n_scenes, "budget": budget, "phrasing": phrasing,
-              "preset": pipe.config.preset, "weights": pipe.config.weights, "policies": {}}
+    report = {"data": data, "metric": M.official_metric(data.split(":", 1)[0]), "n_scenes": n_scenes,
+              "budget": budget, "phrasing": phrasing, "preset": pipe.config.preset, "weights": pipe.config.weights,
+              "policies": {}}
     all_rows = {}
     for policy in policies:
         rows = evaluate(model, es, policy, budget, batch_size, progress)
         all_rows[policy] = rows
         report["policies"][policy] = summarize(rows, model.geometry, es.image_hw)
     atomic_write_text(out_dir / "metrics.json", json.dumps(report, indent=2, default=float))
+    atomic_write_text(out_dir / "table.md", eval_table(report))
     atomic_write_text(out_dir / "config.json", json.dumps(pipe.config.to_dict(), indent=2))
     write_jsonl(out_dir / "rows.jsonl", ({"policy": policy, **r} for policy, rows in all_rows.items() for r in rows))
     accuracy_by_bucket_figure(report, out_dir / "accuracy_by_tokens.png")

@@ -1,7 +1,8 @@
 """Evaluation metrics: answer quality, where the token budget went, and what it cost.
 
 Answer metrics follow the official definitions so numbers compare with published ones:
-exact match (normalised), ANLS (DocVQA), relaxed accuracy (ChartQA). Allocation metrics read the
+exact match (normalised), ANLS (DocVQA), relaxed accuracy (ChartQA), VQA accuracy (TextVQA);
+OFFICIAL_METRIC names each dataset's own. Allocation metrics read the
 pipeline trace (`tokens_per_cell`, `cell_boxes`) and the dataset's `target_box`:
 
 * target token share: of the tokens spent *above the per-cell minimum*, the fraction on cells that
@@ -19,6 +20,7 @@ Inputs are plain lists or numpy arrays; outputs are floats, NamedTuples and dict
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -33,7 +35,7 @@ PAPER_CELLS = 64  # ...of 8x8 cells
 # ---------------------------------------------------------------- answer metrics
 
 def normalize_answer(text: Any) -> str:
-    """Lower-case and collapse whitespace, as the DocVQA evaluation does."""
+    """Lower-case, strip and collapse whitespace, as the DocVQA evaluation does."""
     return " ".join(str(text).lower().split())
 
 
@@ -64,20 +66,22 @@ def levenshtein(a: str, b: str) -> int:
 
 
 def anls(pred: str, answers: str | Sequence[str], threshold: float = 0.5) -> float:
-    """Average Normalised Levenshtein Similarity for one question (Biten et al. 2019).
+    """Average Normalised Levenshtein Similarity of one question (Biten et al. 2019), computed as the
+    official DocVQA evaluation script does.
 
-    Per reference: NL = lev(p, a) / max(|p|, |a|) on normalised strings; score 1 - NL when
-    NL < threshold, else 0; the question's score is the max over references. Two empty
-    strings score 1.
+    Per reference a: NL = lev(p', a') / max(|p|, |a|), the distance between the normalised strings
+    (`normalize_answer`) over the longer *raw* string's length (the script's `len(s.upper())`).
+    The question's score is 1 - min NL over the references, set to 0 when NL > threshold: NL = τ
+    exactly keeps its 0.5 (the script zeroes a score only below 1 - τ). Two empty strings score 1.
     """
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold={threshold}; accepted: 0 < threshold <= 1")
-    p, best = normalize_answer(pred), 0.0
-    for a in map(normalize_answer, _answer_list(answers)):
-        longest = max(len(p), len(a))
-        nl = levenshtein(p, a) / longest if longest else 0.0
-        best = max(best, 1.0 - nl if nl < threshold else 0.0)
-    return best
+    pred = str(pred)
+    p, best = normalize_answer(pred), math.inf
+    for a in _answer_list(answers):
+        longest = max(len(pred.upper()), len(a.upper()))
+        best = min(best, levenshtein(p, normalize_answer(a)) / longest if longest else 0.0)
+    return 1.0 - best if best <= threshold else 0.0
 
 
 def _to_float(text: str) -> float | None:
@@ -106,6 +110,80 @@ def relaxed_accuracy(pred: str, answer: str | Sequence[str], tol: float = 0.05) 
             ok = str(pred).strip().lower() == ref.strip().lower()
         best = max(best, float(ok))
     return best
+
+
+# The VQA evaluation's answer normalisation, as TextVQA's evaluator (M4C / EvalAI) applies it to the
+# prediction and to every human answer; its tables are kept as they are, quirks included.
+_CONTRACTIONS = dict(pair.split(">") for pair in """aint>ain't arent>aren't cant>can't couldve>could've couldnt>couldn't
+couldn'tve>couldn't've couldnt've>couldn't've didnt>didn't doesnt>doesn't dont>don't hadnt>hadn't hadnt've>hadn't've
+hadn'tve>hadn't've hasnt>hasn't havent>haven't hed>he'd hed've>he'd've he'dve>he'd've hes>he's howd>how'd howll>how'll
+hows>how's Id've>I'd've I'dve>I'd've Im>I'm Ive>I've isnt>isn't itd>it'd itd've>it'd've it'dve>it'd've itll>it'll
+let's>let's maam>ma'am mightnt>mightn't mightnt've>mightn't've mightn'tve>mightn't've mightve>might've mustnt>mustn't
+mustve>must've neednt>needn't notve>not've oclock>o'clock oughtnt>oughtn't ow's'at>'ow's'at 'ows'at>'ow's'at
+'ow'sat>'ow's'at shant>shan't shed've>she'd've she'dve>she'd've she's>she's shouldve>should've shouldnt>shouldn't
+shouldnt've>shouldn't've shouldn'tve>shouldn't've somebody'd>somebodyd somebodyd've>somebody'd've
+somebody'dve>somebody'd've somebodyll>somebody'll somebodys>somebody's someoned>someone'd someoned've>someone'd've
+someone'dve>someone'd've someonell>someone'll someones>someone's somethingd>something'd somethingd've>something'd've
+something'dve>something'd've somethingll>something'll thats>that's thered>there'd thered've>there'd've
+there'dve>there'd've therere>there're theres>there's theyd>they'd theyd've>they'd've they'dve>they'd've
+theyll>they'll theyre>they're theyve>they've twas>'twas wasnt>wasn't wed've>we'd've we'dve>we'd've weve>we've
+werent>weren't whatll>what'll whatre>what're whats>what's whatve>what've whens>when's whered>where'd wheres>where's
+whereve>where've whod>who'd whod've>who'd've who'dve>who'd've wholl>who'll whos>who's whove>who've whyll>why'll
+whyre>why're whys>why's wont>won't wouldve>would've wouldnt>wouldn't wouldnt've>wouldn't've wouldn'tve>wouldn't've
+yall>y'all yall'll>y'all'll y'allll>y'all'll yall'd've>y'all'd've y'alld've>y'all'd've y'all'dve>y'all'd've
+youd>you'd youd've>you'd've you'dve>you'd've youll>you'll youre>you're youve>you've""".split())
+_NUMBERS = {w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten".split())} | {"none": "0"}
+_ARTICLES = ("a", "an", "the")
+_PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
+_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")  # sic: a period not followed by a digit
+_COMMA_STRIP = re.compile(r"(?<=\d)(\,)+(?=\d)")
+
+
+def vqa_normalize(text: Any) -> str:
+    """The VQA/TextVQA answer normalisation: lower-case, drop , and ? and split off 's; remove or
+    space out punctuation and strip periods not followed by a digit; number words to digits
+    ("two" → "2", "none" → "0"); drop articles; restore contractions ("dont" → "don't")."""
+    text = str(text).lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
+    text = text.replace("\n", " ").replace("\t", " ").strip()
+    out = text
+    for p in _PUNCTUATION:
+        if p + " " in text or " " + p in text or _COMMA_STRIP.search(text) is not None:
+            out = out.replace(p, "")
+        else:
+            out = out.replace(p, " ")
+    out = _PERIOD_STRIP.sub("", out)
+    words = [_NUMBERS.get(w, w) for w in out.lower().split()]
+    return " ".join(_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES)
+
+
+def vqa_accuracy(pred: str, answers: str | Sequence[str]) -> float:
+    """VQA accuracy (TextVQA, VQA v2): min(#humans who gave the answer / 3, 1), averaged over the
+    subsets of all references but one (10 choose 9 for the usual ten), after `vqa_normalize`.
+    With ten answers, 1, 2, 3 and ≥ 4 agreeing humans give 0.3, 0.6, 0.9 and 1.0."""
+    refs = [vqa_normalize(a) for a in _answer_list(answers)]
+    p = vqa_normalize(pred)
+    if len(refs) == 1:  # no subset to leave one out of: the answer itself
+        return float(refs[0] == p)
+    return float(np.mean([min(1.0, sum(r == p for j, r in enumerate(refs) if j != i) / 3)
+                          for i in range(len(refs))]))
+
+
+ANSWER_METRICS: dict[str, Callable[[str, Any], float]] = {
+    "exact_match": exact_match, "anls": anls, "relaxed_accuracy": relaxed_accuracy, "vqa_accuracy": vqa_accuracy}
+OFFICIAL_METRIC = {"docvqa": "anls", "chartqa": "relaxed_accuracy", "textvqa": "vqa_accuracy",
+                   "scenebench": "exact_match", "docsynth": "exact_match"}  # dataset → its benchmark's metric
+
+
+def official_metric(dataset: str) -> str:
+    """The metric a dataset's own benchmark reports (OFFICIAL_METRIC); exact match for any other."""
+    return OFFICIAL_METRIC.get(dataset, "exact_match")
+
+
+def answer_score(metric: str, pred: str, answers: str | Sequence[str]) -> float:
+    """Score one answer with the named metric of ANSWER_METRICS."""
+    if metric not in ANSWER_METRICS:
+        raise ValueError(f"unknown answer metric {metric!r}; known: {sorted(ANSWER_METRICS)}")
+    return ANSWER_METRICS[metric](pred, answers)
 
 
 # ---------------------------------------------------------------- allocation metrics

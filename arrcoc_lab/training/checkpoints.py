@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 # the restored state, or they are applied from here on and recorded as such in train_config.json).
 RESUMABLE = frozenset({"train.progress", "train.log_every", "train.ckpt_every", "train.sample_log_every",
                        "train.render_workers", "train.cache_dir", "train.device", "train.mixed_precision",
-                       "train.gradient_checkpointing", "encoder_pretrain.progress", "encoder_pretrain.log_every",
-                       "encoder_pretrain.ckpt_every", "encoder_pretrain.device", "encoder_pretrain.mixed_precision"})
+                       "train.gradient_checkpointing", "train.log_with", "encoder_pretrain.progress",
+                       "encoder_pretrain.log_every", "encoder_pretrain.ckpt_every", "encoder_pretrain.device",
+                       "encoder_pretrain.mixed_precision"})
 
 
 class CheckpointFallbackWarning(UserWarning):

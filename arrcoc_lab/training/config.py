@@ -20,3 +20,4 @@ class TrainConfig:
     cache_dir: str = "cache"  # frozen-feature cache (git-ignored)
     render_workers: int | None = None  # processes rendering scenes when the cache is built (None: cores - 1, ≤ 8)
     progress: bool = True
+    log_with: str = "auto"  # experiment trackers (tracking.py): auto (TensorBoard if installed) | none | tensorboard,wandb,…

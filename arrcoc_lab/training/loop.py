@@ -1,6 +1,7 @@
 """One training loop for every phase (phases.py), on CPU, one GPU or many through HF Accelerate.
 A resumed run continues exactly (sampling.py draws every batch from seeded generators; the
-checkpoint holds the optimizer, the scheduler and the RNG state)."""
+checkpoint holds the optimizer, the scheduler and the RNG state). Every history row also goes to
+Accelerate's experiment trackers (tracking.py: TensorBoard under <out_dir>/tensorboard/ by default)."""
 from __future__ import annotations
 
 import json
@@ -21,6 +22,7 @@ from .config import TrainConfig
 from .phases import PhaseConfig, get_phase
 from .sampling import TrainData, make_batch, split_by_tokens
 from .step import TrainStep, set_trainable
+from .tracking import RunTracker, accelerator_kwargs, trackers
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,10 @@ def run_phase(model, data: TrainData, phase: PhaseConfig | str, cfg: TrainConfig
     phase = get_phase(phase) if isinstance(phase, str) else phase
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    names = trackers(cfg.log_with)
     acc = Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision,
-                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+                      **accelerator_kwargs(names, out_dir))
     torch.manual_seed(cfg.seed)
     if cfg.gradient_checkpointing:
         model.clip.set_grad_checkpointing(True)
@@ -68,39 +72,41 @@ def run_phase(model, data: TrainData, phase: PhaseConfig | str, cfg: TrainConfig
                initial=start, total=phase.steps)
     running: dict[str, list[float]] = {}
     tick = time.perf_counter()  # wall_s in the history: training seconds so far, summed over resumed sittings
-    for step in bar:
-        batch = make_batch(data, model, phase, step, cfg, acc.process_index, acc.num_processes, acc.device)
-        chunks = split_by_tokens(batch, phase.micro_batches, model.geometry)
-        shares = [len(c["questions"]) / len(batch["questions"]) for c in chunks]
-        out, terms = _merge([(w, _backward(acc, wrapped, c, phase, step, w)) for c, w in zip(chunks, shares)])
-        if len(chunks) > 1:  # the samples in the order of `out` (sorted by tokens), for the sample log
-            batch = {k: [x for c in chunks for x in c[k]] for k in ("questions", "answers")}
-        if cfg.max_grad_norm:
-            acc.clip_grad_norm_(params, cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        _accumulate(running, terms, out, model.geometry)
-        if (step + 1) % cfg.log_every == 0 or step + 1 == phase.steps:
-            wall = (history[-1].get("wall_s", 0.0) if history else 0.0) + time.perf_counter() - tick  # across resumes
-            tick = time.perf_counter()
-            row = {"step": step + 1, "lr": scheduler.get_last_lr()[0], "wall_s": wall,
-                   **{k: float(np.mean(v)) for k, v in running.items()}}
-            history.append(row)
-            running = {}
-            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("answer", "relevance", "avg_tokens")})
-            if phase.allocation in ("gumbel", "model"):  # collapse is a property of learned allocations
-                _warn_collapse(row, phase.name, step + 1)
-        if acc.is_main_process and "_levels" in out and (step + 1) % cfg.sample_log_every == 0:
-            _log_samples(samples_path, step + 1, batch, out, model.geometry)
-        if acc.is_main_process and (step + 1) % cfg.ckpt_every == 0 and step + 1 < phase.steps:
-            save_checkpoint(out_dir, model, optimizer, scheduler, step + 1, history, config, step_module.reader)
-    acc.wait_for_everyone()
-    model.eval()
-    result = PhaseResult(phase.name, phase.steps, history, str(out_dir / "model.safetensors"), str(samples_path))
-    if acc.is_main_process:
-        save_weights(model, out_dir / "model.safetensors", config=pipeline_config)
-        atomic_write_text(out_dir / "history.json", json.dumps(history, indent=1))
+    with RunTracker(acc, names, phase.name, config, history) as tracker:  # replays a resumed run's history
+        for step in bar:
+            batch = make_batch(data, model, phase, step, cfg, acc.process_index, acc.num_processes, acc.device)
+            chunks = split_by_tokens(batch, phase.micro_batches, model.geometry)
+            shares = [len(c["questions"]) / len(batch["questions"]) for c in chunks]
+            out, terms = _merge([(w, _backward(acc, wrapped, c, phase, step, w)) for c, w in zip(chunks, shares)])
+            if len(chunks) > 1:  # the samples in the order of `out` (sorted by tokens), for the sample log
+                batch = {k: [x for c in chunks for x in c[k]] for k in ("questions", "answers")}
+            if cfg.max_grad_norm:
+                acc.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            _accumulate(running, terms, out, model.geometry)
+            if (step + 1) % cfg.log_every == 0 or step + 1 == phase.steps:
+                wall = (history[-1].get("wall_s", 0.0) if history else 0.0) + time.perf_counter() - tick  # across resumes
+                tick = time.perf_counter()
+                row = {"step": step + 1, "lr": scheduler.get_last_lr()[0], "wall_s": wall,
+                       **{k: float(np.mean(v)) for k, v in running.items()}}
+                history.append(row)
+                tracker.log(row)
+                running = {}
+                bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("answer", "relevance", "avg_tokens")})
+                if phase.allocation in ("gumbel", "model"):  # collapse is a property of learned allocations
+                    _warn_collapse(row, phase.name, step + 1)
+            if acc.is_main_process and "_levels" in out and (step + 1) % cfg.sample_log_every == 0:
+                _log_samples(samples_path, step + 1, batch, out, model.geometry)
+            if acc.is_main_process and (step + 1) % cfg.ckpt_every == 0 and step + 1 < phase.steps:
+                save_checkpoint(out_dir, model, optimizer, scheduler, step + 1, history, config, step_module.reader)
+        acc.wait_for_everyone()
+        model.eval()
+        result = PhaseResult(phase.name, phase.steps, history, str(out_dir / "model.safetensors"), str(samples_path))
+        if acc.is_main_process:
+            save_weights(model, out_dir / "model.safetensors", config=pipeline_config)
+            atomic_write_text(out_dir / "history.json", json.dumps(history, indent=1))
     return result
 
 

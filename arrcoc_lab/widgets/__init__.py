@@ -1,7 +1,7 @@
 """JupyterLab widgets of ARR-COC Lab (see docs/WIDGETS.md).
 
     from arrcoc_lab import load_pipeline
-    from widgets import Inspector
+    from arrcoc_lab.widgets import Inspector
     Inspector(load_pipeline("lab"))
 """
 from .canvas import CellCanvas

@@ -1,6 +1,6 @@
 """The ARR-COC inspector: an ipywidgets app over one pipeline.
 
-    from widgets import Inspector
+    from arrcoc_lab.widgets import Inspector
     insp = Inspector(pipe)                       # picker starts on SceneBench test 0
     insp                                          # displays in JupyterLab
     insp.query.value = "What city is this?"       # drive it from Python, as the tests do
