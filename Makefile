@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test clean train-lab
+.PHONY: install demo test clean train-lab figures
 
 # The whole lab curriculum as papermill notebooks; reports land in reports/lab/<phase>/,
 # checkpoints in runs/lab/<phase>/ (git-ignored); the result is exported as the shipped weights,
@@ -61,6 +61,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The README's pictures from the shipped weights: the two-question figure and data previews, then the
+# demo and inspector screenshots from the browser tests (they refresh docs/figures/ when asked).
+figures: $(STAMP)
+	$(PY) -m arrcoc_lab.apps.figures --out docs/figures
+	ARRCOC_UPDATE_FIGURES=1 $(PY) -m pytest -q tests/test_demo.py::test_page_shows_examples_results_and_errors \
+		tests/test_browser_jupyter.py::test_inspector_renders_in_jupyterlab
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -4,7 +4,8 @@ place. The API, the CLI, the widgets and the demo all read their inputs through 
 one picture gives the same pixels and one budget the same tokens whichever way it arrives.
 
 Image conversion (docs/SECURITY.md, "Accepted inputs"): paths, bytes, PIL images and arrays all
-end as HxWx3 uint8 RGB by one rule —
+end as HxWx3 uint8 RGB by one rule (a path "example:NAME" is a shipped example, arrcoc_lab.examples,
+unless a file exists at that exact path) —
   * EXIF orientation is applied (files and PIL images);
   * uint8 as is; 16-bit (uint16 arrays, PIL "I;16") keeps its high byte (v >> 8), the rule Pillow
     itself applies to 16-bit RGB files; bool → 0 / 255;
@@ -25,13 +26,14 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
+from .examples import example_path, is_example_ref
 
 MAX_PIXELS = 40_000_000  # larger images are refused before decoding (PIL would warn at 89M)
 MAX_QUERY_CHARS = 512  # longer queries are truncated with a warning
 MAX_QUERY_INPUT_CHARS = 100_000  # ... and queries longer than this are refused outright
 MAX_NEW_TOKENS = 256  # the answer-length cap a caller may ask for
-ACCEPTED = ("a file path, image file bytes, a PIL.Image, or an HxW / HxWx1-4 numpy array (uint8; uint16, other "
-            "integers in 0..255, bool and floats in [0, 1] or [0, 255] are converted)")
+ACCEPTED = ("a file path, example:NAME (a shipped example), image file bytes, a PIL.Image, or an HxW / HxWx1-4 "
+            "numpy array (uint8; uint16, other integers in 0..255, bool and floats in [0, 1] or [0, 255] are converted)")
 FORMATS = "PNG, JPEG, WebP, BMP, TIFF, GIF"
 QUALITY_MODES = ("fast", "balanced", "accurate")  # the presets' geometry.quality_budgets
 DEFAULT_WORDS = ("", "default", "policy default", "none")  # → None: the policy's own default budget
@@ -41,10 +43,12 @@ _VISIBLE = ("L", "N", "P", "S")  # letters, numbers, punctuation, symbols: what 
 
 # ------------------------------------------------------------------------------ images
 def load_image(image, max_pixels: int = MAX_PIXELS, *, name: str | None = None) -> np.ndarray:
-    """Return an HxWx3 uint8 RGB array from a path, image file bytes, a PIL image or a numpy
-    array (the module's docstring has the conversion rule). `name` is how messages refer to the
-    image (default: its path, or "the image data")."""
+    """Return an HxWx3 uint8 RGB array from a path (or "example:NAME", a shipped example), image
+    file bytes, a PIL image or a numpy array (the module's docstring has the conversion rule).
+    `name` is how messages refer to the image (default: its path, or "the image data")."""
     if isinstance(image, (str, os.PathLike)):
+        if is_example_ref(image):  # "example:NAME": a shipped example (arrcoc_lab.examples)
+            name, image = name or image, example_path(image)
         path = Path(image)
         return _from_pil(_open_path(path, max_pixels, name or str(path)), max_pixels, name or str(path))
     if isinstance(image, (bytes, bytearray, memoryview)):

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
@@ -51,9 +53,9 @@ def _refused(capsys, argv, *fragments):
 
 
 @pytest.mark.parametrize("argv, fragments", [
-    (["eval", "--data", "nope:test"], ["evaluation needs a synthetic split", "scenebench"]),
+    (["eval", "--data", "nope:test"], ["unknown dataset 'nope'", "scenebench", "docvqa"]),
     (["eval", "--data", "scenebench:tset"], ["unknown split 'tset'", "test"]),
-    (["eval", "--data", "docvqa:/x.json"], ["evaluation needs a synthetic split"]),
+    (["eval", "--data", "docvqa:/x.json"], ["docvqa:/x.json"]),
     (["eval", "--n-scenes", "0"], ["--n-scenes", "≥ 1"]),
     (["eval", "--policy", "arrcoc,nope"], ["unknown policy 'nope'"]),
     (["example", "--index", "-1"], ["--index", "≥ 0"]),
@@ -64,6 +66,7 @@ def _refused(capsys, argv, *fragments):
     (["train", "--phase", "phase9", "--out", "{tmp}/run"], ["unknown phase 'phase9'"]),
     (["train", "--phase", "phase0", "--out", "{tmp}/run", "--lr", "-1"], ["--lr", "positive"]),
     (["train", "--phase", "phase0", "--out", "{tmp}/run", "--data", "scenebench:train@x"], ["count after @"]),
+    (["train", "--phase", "phase0", "--out", "{tmp}/run", "--log-with", "nope"], ["unknown tracker", "tensorboard"]),
     (["bench", "--budgets", "64,abc"], ["--budgets"]),
     (["bench", "--max-new-tokens", "0"], ["max_new_tokens must be a whole number in [1, 256]"]),
     (["bench", "--own", "uniform=missing.safetensors"], ["not found"]),
@@ -152,3 +155,132 @@ def test_eval_with_held_out_phrasings(capsys, tmp_path):
     rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
     from arrcoc_lab.data.phrasing import parse
     assert rows and all(parse(r["question"]).source == "heldout" for r in rows)
+
+
+# ------------------------------------------------------------------------------ a newcomer's first hour
+def test_examples_lists_the_shipped_images(capsys):
+    import json
+
+    from arrcoc_lab.examples import list_examples
+
+    exs = list_examples()
+    assert main(["examples"]) == 0
+    text = capsys.readouterr().out
+    for e in exs:
+        w, h = e.size
+        assert f"\n{e.name}   {w}x{h} px" in text and e.description in text
+        assert all(q.question in text for q in e.questions)
+    assert "-> a+m=9" in text and "arrcoc-lab inspect example:scenebench-paris" in text
+    assert main(["examples", "astronaut", "--json"]) == 0
+    [item] = json.loads(capsys.readouterr().out)
+    assert item["image"] == "example:astronaut" and (item["width"], item["height"]) == (512, 512)
+    assert item["questions"][2] == {"question": "What colour is her suit?", "answer": "orange", "kind": "gist"}
+    err = _refused(capsys, ["examples", "nope"], "unknown example 'nope'", "scenebench-paris", "scanned-page")
+    assert "Traceback" not in err
+
+
+def test_inspect_a_shipped_example_asks_its_own_question(capsys):
+    assert main(["inspect", "example:scenebench-paris", "--preset", "tiny", "--weights", "random", "--budget", "12"]) == 0
+    text = capsys.readouterr().out
+    assert "Q: What does the billboard say?" in text and "(reference: 'a+m=9')" in text
+    assert main(["inspect", "example:astronaut", "What colour is her suit?", "--preset", "tiny", "--weights", "random"]) == 0
+    assert "(reference: 'orange')" in capsys.readouterr().out
+    assert main(["inspect", "example:astronaut", "Is it night?", "--preset", "tiny", "--weights", "random"]) == 0
+    assert "reference" not in capsys.readouterr().out  # a question of one's own has no reference answer
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["inspect", "example:nope", "What?"], ["unknown example 'example:nope'", "scenebench-paris", "astronaut"]),
+    (["inspect", "example:nope"], ["unknown example 'example:nope'", "arrcoc-lab examples"]),
+    (["inspect", "{png}"], ["inspect needs a QUESTION", "example:NAME"]),
+    (["eval", "--out", "{tmp}/e", "--update-reports"], ["either --out or --update-reports"]),
+    (["bench", "--out", "{tmp}/b", "--update-reports"], ["either --out or --update-reports"]),
+    (["latency", "--preset", "tiny", "--device", "cpu", "--out", "{tmp}/l", "--update-reports"],
+     ["either --out or --update-reports"]),
+    (["run-phase", "quickstart", "--update-reports", "-p", "output_dir", "{tmp}/q"], ["either --update-reports or -p output_dir"]),
+])
+def test_first_hour_refusals_come_before_any_work(capsys, no_model, tmp_path, rgb, argv, fragments):
+    png = tmp_path / "x.png"
+    Image.fromarray(rgb).save(png)
+    _refused(capsys, [a.format(tmp=tmp_path, png=png) for a in argv], *fragments)
+
+
+def test_commands_write_run_folders_unless_asked_for_reports(capsys, tmp_path, monkeypatch):
+    """Documented commands leave the tracked reports/ alone: by default they write under runs/ (and the
+    feature cache), git-ignored; --update-reports writes reports/."""
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--preset", "tiny", "--weights", "random"]
+    assert main(["examples"]) == 0
+    assert main(["inspect", "example:docsynth-chart", *tiny]) == 0
+    assert main(["example", *tiny]) == 0
+    assert main(["eval", *tiny, "--data", "scenebench:test", "--n-scenes", "1", "--policy", "uniform"]) == 0
+    bench = ["bench", "--weights", "random", "--data", "scenebench:test", "--n-scenes", "1", "--budgets", "64", "--policies", "uniform",
+             "--no-paper-flops", "--max-new-tokens", "1", "--flop-samples", "1"]
+    assert main(bench) == 0
+    latency = ["latency", "--preset", "tiny", "--device", "cpu", "--dtype", "fp32", "--policies", "uniform", "--budgets",
+               "64", "--runs", "1", "--warmup", "0", "--quiet"]
+    assert main(latency) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "runs"]
+    assert (tmp_path / "runs" / "example" / "example_allocation.png").is_file()
+    assert (tmp_path / "runs" / "eval" / "scenebench-test-uniform-default" / "metrics.json").is_file()
+    assert (tmp_path / "runs" / "bench" / "lab" / "report.md").is_file()
+    assert (tmp_path / "runs" / "bench" / "tiny_latency_cpu" / "latency.json").is_file()
+    assert main(latency + ["--update-reports"]) == 0
+    assert (tmp_path / "reports" / "bench" / "tiny_latency_cpu" / "latency.json").is_file()
+    capsys.readouterr()
+
+
+def test_run_phase_quickstart_writes_a_run_folder_and_report_runs_keep_reports(tmp_path, monkeypatch):
+    """The quickstart is a tour (runs/quickstart/, reports/quickstart/ with --update-reports); the
+    curriculum notebooks are report runs, as `make train-lab` expects (reports/lab/<phase>/)."""
+    import papermill
+
+    from arrcoc_lab.apps import runner
+
+    ran = []
+    monkeypatch.setattr(papermill, "execute_notebook", lambda nb, out, parameters, **k: ran.append((out, parameters)))
+    monkeypatch.chdir(tmp_path)
+    assert main(["run-phase", "quickstart", "-p", "preset", "tiny"]) == 0
+    assert main(["run-phase", "quickstart", "--update-reports"]) == 0
+    assert main(["run-phase", "quickstart", "-p", "output_dir", "mine"]) == 0
+    assert [Path(out).relative_to(tmp_path).as_posix() if Path(out).is_absolute() else out for out, _ in ran] == [
+        "runs/quickstart/00_quickstart.ipynb", "reports/quickstart/00_quickstart.ipynb", "mine/00_quickstart.ipynb"]
+    assert [p["output_dir"] for _, p in ran] == ["runs/quickstart", "reports/quickstart", "mine"]
+    for phase in ("phase0", "phase1a", "phase1", "phase2", "phase3", "evaluation", "probe", "reading", "benchmark"):
+        assert runner.default_output_dir(phase) == f"reports/lab/{phase}"
+        assert runner.default_output_dir(phase, update_reports=True) == f"reports/lab/{phase}"
+
+
+def test_help_is_grouped_and_every_command_and_option_says_what_it_does(capsys):
+    import argparse
+
+    from arrcoc_lab.apps.cli import COMMANDS, build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert [name for _, name, _, _ in COMMANDS] == list(subparsers.choices)
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: arrcoc-lab [-h] [-v] COMMAND ...")
+    for heading in ("Try it:", "Evaluate:", "Train and ship:"):
+        assert f"\n{heading}\n" in text
+    for group, name, one_line, more in COMMANDS:
+        assert f"  {name}" in text and one_line in text
+        # the one-line help: lower case, a verb first, no full stop, one line; the description a sentence or more
+        assert one_line[0].islower() and not one_line.endswith(".") and "\n" not in one_line and len(one_line) <= 90
+        assert more[0].isupper() and more.endswith(".")
+        sp = subparsers.choices[name]
+        assert sp.prog == f"arrcoc-lab {name}" and sp.description.startswith(one_line[0].upper() + one_line[1:])
+        missing = [a.dest for a in sp._actions if not a.help and a.dest != "help"]
+        assert not missing, f"{name}: options without help: {missing}"
+        assert main([name, "--help"]) == 0
+        assert capsys.readouterr().out.startswith(f"usage: arrcoc-lab {name} ")
+
+
+def test_python_dash_m_returns_the_command_status(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "arrcoc_lab", "examples", "nope"], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path)
+    assert r.returncode == 2 and "unknown example 'nope'" in r.stderr and not list(tmp_path.iterdir())

@@ -220,25 +220,27 @@ def test_twenty_concurrent_requests(client, served, scene, lab_pipe, tmp_path):
     assert peak_rss < 4096 * mib, report
 
 
-def test_page_shows_examples_results_and_errors(served, scene, lab_pipe):
+def test_page_shows_examples_results_and_errors(served, lab_pipe):
+    from arrcoc_lab.examples import list_examples
     from tests.browser import chromium_page
 
     url = served[1]
-    ex, _ = scene
+    first = list_examples()[0]  # the gallery shows the shipped examples, a detail and a gist question each
+    question_a, question_b = first.question_pair()
     with chromium_page(1400, 1000) as page:
         page.goto(url)
         page.wait_for_selector("[data-testid=dataset-cell-0-0] img", timeout=30_000)
-        assert page.get_by_text("Examples (3 SceneBench, 2 DocSynth)").is_visible()
+        assert page.get_by_text("Examples (3 SceneBench scenes, 2 DocSynth pages, 1 photo, 1 scan)").is_visible()
         thumbs = page.locator("td[data-testid^='dataset-cell-'][data-testid$='-0'] img")
-        assert thumbs.count() == 5
+        assert thumbs.count() == len(list_examples()) == 7
         header = page.inner_text("#arrcoc-header")
         assert page.get_by_text("Preset").first.is_visible()
         # the header says which weights run: the shipped file, or that they are untrained
         assert (Path(lab_pipe.config.weights).name in header) if lab_pipe.config.weights else ("untrained" in header)
         page.click("[data-testid=dataset-cell-0-1]")  # the first example fills the image and both questions
         page.wait_for_function("document.querySelector('#arrcoc-query2 textarea').value.length > 0", timeout=10_000)
-        assert page.locator("#arrcoc-query textarea").input_value() == ex.questions[0]
-        assert page.locator("#arrcoc-query2 textarea").input_value() == ex.questions[1]
+        assert page.locator("#arrcoc-query textarea").input_value() == question_a
+        assert page.locator("#arrcoc-query2 textarea").input_value() == question_b
         page.click("#arrcoc-analyze")
         page.wait_for_function("document.querySelector('#arrcoc-answer textarea').value.length > 0", timeout=30_000)
         page.click("#arrcoc-compare")
@@ -324,3 +326,58 @@ def test_image_outputs_go_out_as_files_of_their_own_and_old_ones_are_swept(monke
     files._last_sweep["at"] -= files.PNG_SWEEP_EVERY_S
     d = files.png_file(rgb)
     assert not os.path.exists(a) and all(os.path.exists(x) for x in (b, c, d))
+
+
+def test_the_gallery_is_the_shipped_examples_whatever_the_preset():
+    """The examples used to be rendered at the preset's size, which the tiny preset is too small for
+    (the gallery vanished, with a traceback in the log): they are the shipped PNGs now."""
+    from arrcoc_lab.apps.demo.layout import example_rows
+    from arrcoc_lab.examples import list_examples
+
+    rows = example_rows()
+    assert [r[0] for r in rows] == [e.kind for e in list_examples()]
+    assert all(r[1].ndim == 3 and r[1].dtype == np.uint8 for r in rows)  # arrays: Gradio caches them like uploads
+    assert [r[2:] for r in rows] == [list(e.question_pair()) for e in list_examples()]
+    assert len(example_rows(2)) == 2 and example_rows(0) == []
+
+
+def test_ctrl_c_stops_the_demo_cleanly(tmp_path):
+    """`arrcoc-lab demo` started as a user starts it, on a free port with the tiny preset's random
+    weights: once it serves, SIGINT (Ctrl+C) stops it within 20 s, exit status 0, no traceback, and
+    nothing written where it was started."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.http_api import free_port, http_client
+
+    port = free_port()
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "arrcoc_lab", "demo", "--preset", "tiny", "--weights", "random",
+                             "--port", str(port)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        seen = []
+        deadline = time.monotonic() + 300  # a cold start imports torch and gradio
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if "Local URL:" in line:
+                break
+        assert any(f"http://127.0.0.1:{port}/" in line for line in seen), "".join(seen) + proc.stderr.read()
+        with http_client(f"http://127.0.0.1:{port}") as client:
+            assert client.get("/").status_code == 200  # it serves
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+        stopped_in = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err and "examples unavailable" not in err, err[-3000:]
+    assert "ARR-COC Lab demo stopped." in out and stopped_in < 20
+    assert not list(tmp_path.iterdir())  # no .gradio/ or other files in the folder it was started from

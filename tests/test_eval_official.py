@@ -114,3 +114,15 @@ def test_real_files_refuse_heldout_phrasing_and_missing_answers(tiny, tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(InputError, match="no reference answers"):
         load_eval_set(tiny.model, f"textvqa:{path}", n_scenes=1, progress=False)
+
+
+def test_cli_eval_reads_a_real_file_and_prints_the_official_metric(tmp_path, capsys):
+    from arrcoc_lab.apps.cli import main
+
+    spec = f"docvqa:{write_docvqa(tmp_path / 'docvqa')}"
+    out = tmp_path / "report"
+    assert main(["eval", "--preset", "tiny", "--weights", "random", "--data", spec, "--policy", "uniform",
+                 "--n-scenes", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| uniform | anls |" in printed and "exact match" in printed
+    assert json.loads((out / "metrics.json").read_text())["policies"]["uniform"]["metric"] == "anls"

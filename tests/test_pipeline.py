@@ -1,4 +1,4 @@
-"""The public contract of DESIGN §5, for every preset that builds without external files."""
+"""The public contract (README, "Python API"), for every preset that builds without external files."""
 import warnings
 
 import numpy as np

@@ -1,113 +1,16 @@
 """What each `arrcoc-lab` subcommand does (cli.py holds the parser). Every handler checks its
-arguments first — paths, datasets, policies, devices, what a resumed run was started with — and
-raises InputError / CheckpointError before any model is built or any scene is rendered; `main`
-prints that as one line and exits 2."""
+arguments first (checks.py: paths, datasets, policies, devices, output folders; what a resumed
+run was started with) and raises InputError / CheckpointError before any model is built or any
+scene is rendered; `main` prints that as one line and exits 2."""
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 from pathlib import Path
 
 from ..errors import CheckpointError, InputError
-
-PAPER_PATHS = ("sam_checkpoint", "clip_pretrained", "llm_path")
-
-
-# ------------------------------------------------------------------------------ checks
-def paper_paths(args) -> dict:
-    """--sam-checkpoint / --clip-pretrained / --llm-path: only the paper preset reads them."""
-    paths = {k: getattr(args, k) for k in PAPER_PATHS if getattr(args, k, None)}
-    if paths and args.preset != "paper":
-        flags = ", ".join("--" + k.replace("_", "-") for k in paths)
-        raise InputError(f"{flags} apply to the paper preset, not {args.preset!r}; add --preset paper")
-    return paths
-
-
-def check_pipeline_args(args) -> None:
-    """What `load` will load, checked before anything else: the preset, the paper paths, the device
-    and that the weights and config files exist."""
-    from ..modeling.presets import get_preset
-    from ..pipeline import RANDOM, check_device
-
-    if args.config is None:
-        get_preset(args.preset)
-    paper_paths(args)
-    check_device(args.device)
-    if args.weights not in (None, RANDOM) and not Path(args.weights).is_file():
-        raise CheckpointError(f"--weights: file not found: {args.weights}")
-    if args.config is not None and not Path(args.config).is_file():
-        raise InputError(f"--config: file not found: {args.config}")
-
-
-def check_policies(names) -> list[str]:
-    from ..policies import get_policy
-
-    return [get_policy(n.strip()).name for n in names]
-
-
-def check_out_image(path: str | None) -> Path | None:
-    """An image file to write: an extension PIL writes, in a folder that exists or can be made."""
-    if path is None:
-        return None
-    from PIL import Image
-
-    out = Path(path)
-    Image.init()
-    ext = out.suffix.lower()
-    if Image.registered_extensions().get(ext) not in Image.SAVE:
-        raise InputError(f"--out {path}: cannot write {ext or 'a file without an extension'}; accepted: .png, .jpg, "
-                         ".webp, .bmp, .tif")
-    if out.is_dir():
-        raise InputError(f"--out {path} is a folder; give a file name, e.g. {out / 'overlay.png'}")
-    check_out_dir(out.parent, f"--out {path}")
-    return out
-
-
-def check_out_dir(folder: str | Path, what: str) -> Path:
-    """A folder to write into: it exists, or its nearest existing parent is a writable folder."""
-    folder = Path(folder)
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise InputError(f"{what}: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK):
-        raise InputError(f"{what}: cannot write into {probe}")
-    return folder
-
-
-def check_eval_data(spec: str, n_scenes: int, geometry) -> None:
-    """A split `load_eval_set` can open for this geometry: a synthetic dataset and a known split."""
-    from ..data import SYNTHETIC, load_dataset
-
-    name = str(spec).split(":", 1)[0]
-    if name not in SYNTHETIC:
-        raise InputError(f"--data {spec!r}: evaluation needs a synthetic split, e.g. scenebench:test; known datasets: "
-                         f"{sorted(SYNTHETIC)}")
-    render = max(geometry.image_size, 32 * geometry.patch_size)
-    try:
-        load_dataset(spec, n=n_scenes * SYNTHETIC[name].QUESTIONS_PER_SCENE, image_size=render,
-                     patch_size=geometry.patch_size)
-    except ValueError as e:
-        raise InputError(f"--data {spec!r}: {e}") from None
-
-
-def check_train_data(spec: str, n_scenes: int, geometry, preset: str) -> None:
-    """Every part of a training mix (sampling.parse_mix) opens at the model's own input size."""
-    from ..data import SYNTHETIC, load_dataset
-    from ..training.sampling import parse_mix
-
-    for part, count in parse_mix(spec, n_scenes):
-        name = part.split(":", 1)[0]
-        per_scene = SYNTHETIC[name].QUESTIONS_PER_SCENE if name in SYNTHETIC else 1
-        try:
-            load_dataset(part, n=count * per_scene, image_size=geometry.image_size, patch_size=geometry.patch_size)
-        except ValueError as e:
-            hint = (f"; the {preset} preset's {geometry.image_size}-px input is too small for the synthetic sets' "
-                    "training renders: train the lab or paper preset" if name in SYNTHETIC
-                    and geometry.image_size // geometry.patch_size < 32 else "")
-            raise InputError(f"--data {part!r}: {e}{hint}") from None
+from .checks import (check_eval_data, check_out_dir, check_out_image, check_pipeline_args, check_policies,
+                     check_train_data, output_folder, own_weights, paper_paths)
 
 
 # ------------------------------------------------------------------------------ shared
@@ -174,18 +77,55 @@ def cmd_example(args) -> int:
     return 0
 
 
+def cmd_examples(args) -> int:
+    """The shipped example images: name, size, description, source, questions (answers where known)."""
+    import json
+
+    from ..examples import EXAMPLE_PREFIX, examples_dir, get_example, list_examples
+
+    chosen = [get_example(n) for n in args.names] if args.names else list_examples()
+    if args.json:
+        print(json.dumps([{"name": e.name, "image": f"{EXAMPLE_PREFIX}{e.name}", "path": str(e.path),
+                           "width": e.size[0], "height": e.size[1], "bytes": e.path.stat().st_size, "kind": e.kind,
+                           "description": e.description, "source": e.source,
+                           "questions": [{"question": q.question, "answer": q.answer, "kind": q.kind}
+                                         for q in e.questions]} for e in chosen], indent=2, ensure_ascii=False))
+        return 0
+    first = chosen[0]
+    print(f"{len(chosen)} example image{'s' if len(chosen) > 1 else ''} shipped with arrcoc-lab ({examples_dir()}).")
+    print(f"Give one wherever a command takes an IMAGE, as {EXAMPLE_PREFIX}NAME:")
+    print(f'  arrcoc-lab inspect {EXAMPLE_PREFIX}{first.name} "{first.questions[0].question}"')
+    print(f"  arrcoc-lab inspect {EXAMPLE_PREFIX}{first.name}     (its first question, with the reference answer)")
+    for e in chosen:
+        w, h = e.size
+        print(f"\n{e.name}   {w}x{h} px, {e.path.stat().st_size / 1024:.0f} KB")
+        print(f"  {e.description}")
+        print(f"  source: {e.source}")
+        for q in e.questions:
+            print(f"  - ({q.kind}) {q.question}" + (f"  -> {q.answer}" if q.answer is not None else ""))
+    return 0
+
+
 def cmd_inspect(args) -> int:
+    from ..examples import get_example, is_example_ref
     from ..inputs import check_query, load_image
     from .rendering import overlay
 
     check_pipeline_args(args)
     out_path = check_out_image(args.out)
-    check_query(args.question)
+    shipped = get_example(args.image) if is_example_ref(args.image) else None  # unknown names: the list
+    question = args.question
+    if question is None:
+        if shipped is None:
+            raise InputError("inspect needs a QUESTION after the image; only example:NAME images bring questions of "
+                             "their own (arrcoc-lab examples lists them)")
+        question = shipped.questions[0].question
+    check_query(question)
     check_policies([args.policy])
     image = load_image(args.image)  # read and checked once, before the model loads
     pipe = load(args)
-    out = pipe(image, args.question, budget=args.budget, policy=args.policy)
-    print(report(out))
+    out = pipe(image, question, budget=args.budget, policy=args.policy)
+    print(report(out, shipped.answer_for(question) if shipped is not None else None))
     if out_path is not None:
         _save_png(overlay(image, out, mode=args.mode), out_path)
         print(f"overlay saved to {out_path}")
@@ -203,7 +143,8 @@ def cmd_run_phase(args) -> int:
 
     params = {k: parse_value(v) for k, v in (args.param or [])}
     try:
-        path = run_phase_notebook(args.name, params, kernel=args.kernel)
+        path = run_phase_notebook(args.name, params, kernel=args.kernel,
+                                  update_reports=getattr(args, "update_reports", False))
     except PhaseFailed as e:
         print(f"arrcoc-lab: error: {e}", file=sys.stderr)
         return 1
@@ -218,33 +159,18 @@ def cmd_eval(args) -> int:
     check_pipeline_args(args)
     policies = check_policies(args.policy.split(","))
     check_eval_data(args.data, args.n_scenes, get_preset(args.preset).geometry)
+    out_dir = output_folder(args, f"eval/{args.data.replace(':', '-')}-{'-'.join(policies)}-{args.budget or 'default'}"
+                                  + ("-heldout" if args.phrasing == "heldout" else ""))
     pipe = load(args)
     check_eval_data(args.data, args.n_scenes, pipe.geometry)  # a --config may change the geometry
-    out_dir = args.out or (f"reports/eval/{args.data.replace(':', '-')}-{'-'.join(policies)}-{args.budget or 'default'}"
-                           + ("-heldout" if args.phrasing == "heldout" else ""))
-    check_out_dir(out_dir, "--out")
     pipe.resolve(policies[0], args.budget)  # the budget against this geometry, before any scene renders
     report_ = run_eval(pipe, args.data, policies, args.budget, args.n_scenes, out_dir, cache_dir=args.cache_dir,
                        batch_size=args.batch_size, phrasing=args.phrasing)
-    for policy, s in report_["policies"].items():
-        print(f"{policy:>12}: accuracy {s['accuracy']:.3f} (gist {s['accuracy_gist']:.3f}, detail {s['accuracy_detail']:.3f}), "
-              f"{s['avg_tokens']:.1f} tokens, detail target lift {s['target_lift_detail']:.2f}, "
-              f"query dependence {s['query_dependence'].get('rate', float('nan')):.2f}")
+    from ..evaluation.evaluate import eval_table
+
+    print(eval_table(report_))
     print(f"report: {out_dir}/metrics.json")
     return 0
-
-
-def own_weights(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        policy, sep, path = pair.partition("=")
-        if not sep or not policy or not path:
-            raise InputError(f"--own expects POLICY=WEIGHTS, got {pair!r}")
-        check_policies([policy])
-        if not Path(path).is_file():
-            raise CheckpointError(f"--own {pair}: weights file not found: {path}")
-        out[policy] = path
-    return out
 
 
 def cmd_latency(args) -> int:
@@ -257,7 +183,7 @@ def cmd_latency(args) -> int:
     policies = tuple(check_policies(args.policies.split(",")))
     cfg = LatencyConfig(preset=args.preset, device=args.device, dtype=args.dtype, policies=policies,
                         paper_budgets=args.budgets, runs=args.runs, warmup=args.warmup)
-    out_dir = check_out_dir(args.out or f"reports/bench/{args.preset}_latency_{args.device.split(':')[0]}", "--out")
+    out_dir = output_folder(args, f"bench/{args.preset}_latency_{args.device.split(':')[0]}")
     out = write_latency_report(measure_latency(cfg, progress=not args.quiet), out_dir)
     print((out / "latency.md").read_text())
     return 0
@@ -274,11 +200,12 @@ def cmd_bench(args) -> int:
     for spec in data:
         check_eval_data(spec, args.n_scenes, get_preset(args.preset).geometry)
     own = own_weights(args.own)
+    output_folder(args, f"bench/{args.preset}")  # --out / --update-reports checked before the model loads
     pipe = load(args)
     cfg = BenchConfig(data=data, n_scenes=args.n_scenes, policies=policies, paper_budgets=args.budgets,
                       batch_size=args.batch_size, flop_samples=args.flop_samples, paper_flops=not args.no_paper_flops,
                       max_new_tokens=args.max_new_tokens, cache_dir=args.cache_dir, own_weights=own)
-    out_dir = check_out_dir(args.out or f"reports/bench/{pipe.config.preset}", "--out")
+    out_dir = output_folder(args, f"bench/{pipe.config.preset}")
     result = run_bench(pipe, cfg, out_dir)
     for name in ("allocation_overhead", "pipeline_ratio"):
         if name in result["targets"]:
@@ -304,7 +231,10 @@ def cmd_train(args) -> int:
     from ..training.phases import get_phase
     from ..training.sampling import load_train_data
 
+    from ..training.tracking import trackers
+
     check_device(args.device)
+    trackers(args.log_with)
     geometry = get_preset(args.preset).geometry
     check_out_dir(args.out, "--out")
     phase = None
@@ -321,7 +251,7 @@ def cmd_train(args) -> int:
                       device=args.device, mixed_precision=args.mixed_precision, cache_dir=args.cache_dir,
                       render_workers=args.render_workers, log_every=args.log_every, ckpt_every=args.ckpt_every,
                       sample_log_every=args.log_every, gradient_checkpointing=args.gradient_checkpointing,
-                      progress=not args.quiet)
+                      progress=not args.quiet, log_with=args.log_with)
     if not args.no_resume:  # the same check run_phase makes, before the feature cache is built
         check_resume(Path(args.out), run_config(phase, cfg, pipe.config.to_dict()))
     data = load_train_data(pipe.model, cfg)

@@ -1,8 +1,11 @@
 """`arrcoc-lab run-phase NAME -p key value …`: run a phase notebook through papermill.
 
-The executed notebook lands in the report folder (`output_dir`, default reports/<preset>/<phase>)
-beside the metrics and figures it writes. A failing cell makes the command exit non-zero and
-say which cell failed and why."""
+The executed notebook lands in the output folder (`output_dir`) beside the metrics and figures it
+writes. The curriculum, evaluation, probe, reading and benchmark notebooks are report runs: their
+default is the report folder reports/<preset>/<name>/ (what `make train-lab` refreshes). The
+quickstart is a tour: its default is the git-ignored run folder runs/quickstart/, and its tracked
+copy in reports/quickstart/ is rewritten only with --update-reports (update_reports=True). A
+failing cell makes the command exit non-zero and say which cell failed and why."""
 from __future__ import annotations
 
 import ast
@@ -27,7 +30,9 @@ NOTEBOOK_FILES = {  # run-phase name → notebook (notebooks/build_notebooks.py 
     "probe": "21_stage_probe.ipynb",
     "reading": "22_reading_scaling.ipynb",  # notebooks/build_reading.py
     "benchmark": "40_benchmark.ipynb",
+    "quickstart": "00_quickstart.ipynb",  # a tour, not a report run: TOURS
 }
+TOURS = {"quickstart": "reports/quickstart"}  # notebooks whose reports/ copy is refreshed only on request
 
 
 def notebooks_dir() -> Path:
@@ -61,7 +66,18 @@ def parse_value(text: str):
         return text
 
 
-def run_phase_notebook(name: str, params: dict, kernel: str | None = None, progress: bool = True) -> Path:
+def default_output_dir(name: str, preset: str = "lab", update_reports: bool = False) -> str:
+    """Where a notebook writes when no output_dir is given: reports/<preset>/<name> for report runs;
+    runs/<name> for tours (TOURS), or their reports/ folder with update_reports."""
+    if name in TOURS:
+        return TOURS[name] if update_reports else f"runs/{name}"
+    return f"reports/{preset}/{name}"
+
+
+def run_phase_notebook(name: str, params: dict, kernel: str | None = None, progress: bool = True,
+                       update_reports: bool = False) -> Path:
+    if update_reports and "output_dir" in params:
+        raise InputError(f"{name}: give either --update-reports or -p output_dir, not both")
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -74,7 +90,7 @@ def run_phase_notebook(name: str, params: dict, kernel: str | None = None, progr
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise InputError(f"{name}: unknown parameter(s) {unknown}; the notebook takes {sorted(known)}")
-    out_dir = Path(params.setdefault("output_dir", f"reports/{preset}/{name}"))
+    out_dir = Path(params.setdefault("output_dir", default_output_dir(name, preset, update_reports)))
     if "run_dir" in known:
         params.setdefault("run_dir", f"runs/{preset}/{name}")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
-"""Bundled examples: SceneBench/DocSynth test images with their questions, rendered on demand
-(deterministic by seed, so nothing is stored), for the CLI demo, the widgets and Gradio."""
+"""SceneBench/DocSynth test images with their questions, rendered on demand (deterministic by
+seed, so nothing is stored), for `arrcoc-lab example`, the quickstart and the widgets. The images
+that ship as files (the demo's gallery, `example:NAME`) are `arrcoc_lab.examples`."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,4 @@
-"""FLOPs per stage at the paper geometry (DESIGN §2: 1024², 64×64 patches, 64 cells, 64 … 4096 tokens).
+"""FLOPs per stage at the paper geometry (the paper preset, docs/ARCHITECTURE.md "Geometry": 1024², 64×64 patches, 64 cells, 64 … 4096 tokens).
 
 Paper-sized modules with random weights are built on the `meta` device — SAM's ImageEncoderViT
 (vit_b), open_clip's VisionTransformer with ViT-L/14's configuration, the paper compressor,
@@ -29,7 +29,7 @@ from .metrics import countable_kernels, total_flop_counter
 QWEN3_0_6B = dict(vocab_size=151936, hidden_size=1024, num_hidden_layers=28, num_attention_heads=16,
                   num_key_value_heads=8, head_dim=128, intermediate_size=3072, tie_word_embeddings=True,
                   max_position_embeddings=40960)  # Qwen3-0.6B's config.json (0.60B parameters, 0.44B without embeddings)
-SEED_ESTIMATES = {"sam": 65e9, "clip@256": 180e9}  # the seeds' estimates (DESIGN seeds, part 7)
+SEED_ESTIMATES = {"sam": 65e9, "clip@256": 180e9}  # the seeds' estimates (the source dialogues, part 7)
 SCORING_PASSES = {"fastv": ("adapter", "projector", "llm_prefix"), "sparsevlm": ("adapter", "projector")}
 
 

@@ -1,2 +1,2 @@
-"""The model (DESIGN §2): the nine stages, the composed ARRCOC, geometry, the trace, the configs
+"""The model (docs/ARCHITECTURE.md): the nine stages, the composed ARRCOC, geometry, the trace, the configs
 and presets, and the pure builder. Nothing here imports another layer of the package."""

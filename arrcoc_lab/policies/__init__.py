@@ -1,4 +1,4 @@
-"""Allocation policies (DESIGN §2): the planners (full … arrcoc) and the literature reducers, in
+"""Allocation policies: the planners (full … arrcoc) and the literature reducers, in
 one explicit registry. Policies never reference the model; token-level reducers that need the LLM
 score through the narrow `LLMScoring` hook the model puts in their context."""
 from .planners import OraclePolicy

@@ -1,5 +1,5 @@
 """The planners: policies that choose a per-cell utility map and a budget, which the allocator's
-knapsack turns into LOD levels (DESIGN §2) — from no compression (`full`) to the learned
+knapsack turns into LOD levels (docs/ARCHITECTURE.md, "The allocation solver") — from no compression (`full`) to the learned
 relevance (`arrcoc`), plus `oracle`, the training-time planner that follows a given utility map
 (phase 0's randomised and region-label allocations)."""
 from __future__ import annotations

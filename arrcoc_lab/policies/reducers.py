@@ -1,4 +1,4 @@
-"""Reduction baselines from the token-pruning literature (DESIGN §2), at the same budget and on
+"""Reduction baselines from the token-pruning literature, at the same budget and on
 the same weights as every other policy.
 
 Each is a token-level `Policy`: the allocator puts every cell at the top level, the compressor

@@ -32,10 +32,11 @@ CSS = """
 
 
 def build_app(pipe: Pipeline | None = None, *, preset: str = "lab", max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-              concurrency: int = DEFAULT_CONCURRENCY, max_queue: int = DEFAULT_MAX_QUEUE, n_examples: int = 3,
+              concurrency: int = DEFAULT_CONCURRENCY, max_queue: int = DEFAULT_MAX_QUEUE, n_examples: int | None = None,
               **pipeline_kwargs) -> gr.Blocks:
     """The demo as a gr.Blocks with its queue configured; launch it with `launch(app, ...)` (which
-    adds the theme) or `app.launch(...)`. `pipe` defaults to `load_pipeline(preset, **pipeline_kwargs)`."""
+    adds the theme) or `app.launch(...)`. `pipe` defaults to `load_pipeline(preset, **pipeline_kwargs)`.
+    `n_examples`: how many of the shipped examples the gallery shows (None: all, 0: no gallery)."""
     import gradio as gr
 
     _check_limits(concurrency, max_queue, max_image_pixels)
@@ -51,7 +52,7 @@ def build_app(pipe: Pipeline | None = None, *, preset: str = "lab", max_image_pi
         with gr.Row():
             _inputs(ui, pipe)
             _analyze_outputs(ui, pipe.geometry)
-        _examples(ui, pipe.geometry, n_examples)
+        _examples(ui, n_examples)
         _compare_outputs(ui)
         with gr.Accordion("About the policies", open=False):
             gr.Markdown(policies_markdown(pipe))
@@ -126,32 +127,38 @@ def _analyze_outputs(ui: SimpleNamespace, g) -> None:
             ui.alloc = gr.JSON(label="Allocation A")
 
 
-def _examples(ui: SimpleNamespace, g, n: int) -> None:
-    """The bundled examples: a click loads the image with a detail and a gist question."""
+EXAMPLE_KINDS = {"scenebench": "SceneBench scene", "docsynth": "DocSynth page", "photo": "photo", "scan": "scan"}
+
+
+def _examples(ui: SimpleNamespace, n: int | None) -> None:
+    """The shipped examples (arrcoc_lab/assets/examples/): a click loads the image with a detail
+    and a gist question of its own."""
     import gradio as gr
 
-    rows = _example_rows(g, n)
+    rows = example_rows(n)
     if rows:
-        kinds = ", ".join(f"{sum(r[0].startswith(k) for r in rows)} {k}" for k in ("SceneBench", "DocSynth"))
+        counts = {k: sum(r[0] == k for r in rows) for k in EXAMPLE_KINDS}
+        kinds = ", ".join(f"{c} {EXAMPLE_KINDS[k]}{'s' if c > 1 else ''}" for k, c in counts.items() if c)
         gr.Examples([row[1:] for row in rows], inputs=[ui.image, ui.query, ui.query2], examples_per_page=12,
                     label=f"Examples ({kinds}): click one to load its image with a detail and a gist question")
 
 
-def _example_rows(g, n: int) -> list[list]:
-    """[label, image, detail question, gist question] for the bundled examples (empty if the data
-    package cannot render them: the demo still works with uploads)."""
-    if n < 1:
+def example_rows(n: int | None = None) -> list[list]:
+    """[kind, image, detail question, gist question] for the first `n` shipped examples (None: all).
+    The images go to Gradio as arrays, which it caches like uploads, so the demo still reads only
+    its upload folder and cache (docs/SECURITY.md). Empty if the examples are missing (an install
+    without its data files): the demo still works with uploads."""
+    if n is not None and n < 1:
         return []
     try:
-        from ...data.examples import examples
+        from ...examples import list_examples
 
-        exs = examples(n, image_size=g.image_size, patch_size=g.patch_size)
+        return [[e.kind, e.load(), *e.question_pair()] for e in list_examples()[:n]]
+    except InputError as e:  # missing or damaged data files: said in one line
+        log.warning("shipped examples unavailable: %s", e)
     except Exception:  # noqa: BLE001 - examples are optional; the reason goes to the log
-        log.exception("bundled examples unavailable")
-        return []
-    label = {"scenebench": "SceneBench", "docsynth": "DocSynth"}
-    return [[f"{label.get(e.name.split('/')[0], e.name)} {e.name.split('/')[-1]}", e.image, *e.questions[:2]]
-            for e in exs]
+        log.exception("shipped examples unavailable")
+    return []
 
 
 def _compare_outputs(ui: SimpleNamespace) -> None:

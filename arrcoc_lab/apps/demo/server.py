@@ -112,7 +112,8 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the pipeline, build and launch the app, print its URL and serve until Ctrl+C."""
+    """Load the pipeline, build and launch the app, print its URL and serve until Ctrl+C (SIGINT),
+    then close the server and return 0."""
     from ...pipeline import load_pipeline
 
     _check_args(args)
@@ -129,9 +130,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"cannot serve on {args.host}:{args.port}: {e}") from e
     print(banner(pipe, args, local_url, share_url, login=bool(auth)), flush=True)
     try:
-        app.block_thread()
+        app.block_thread()  # returns on Ctrl+C (SIGINT), once Gradio has closed the server
     finally:
         app.close(verbose=False)
+    print("ARR-COC Lab demo stopped.", flush=True)
     return 0
 
 

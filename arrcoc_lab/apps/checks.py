@@ -1,0 +1,131 @@
+"""The checks every `arrcoc-lab` handler (commands.py) makes before any work: the preset, paths,
+datasets, policies, devices and output folders, each refused with an InputError / CheckpointError
+that `main` prints as one line (exit status 2) before any model is built or scene rendered."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import CheckpointError, InputError
+
+PAPER_PATHS = ("sam_checkpoint", "clip_pretrained", "llm_path")
+
+
+def paper_paths(args) -> dict:
+    """--sam-checkpoint / --clip-pretrained / --llm-path: only the paper preset reads them."""
+    paths = {k: getattr(args, k) for k in PAPER_PATHS if getattr(args, k, None)}
+    if paths and args.preset != "paper":
+        flags = ", ".join("--" + k.replace("_", "-") for k in paths)
+        raise InputError(f"{flags} apply to the paper preset, not {args.preset!r}; add --preset paper")
+    return paths
+
+
+def check_pipeline_args(args) -> None:
+    """What `load` will load, checked before anything else: the preset, the paper paths, the device
+    and that the weights and config files exist."""
+    from ..modeling.presets import get_preset
+    from ..pipeline import RANDOM, check_device
+
+    if args.config is None:
+        get_preset(args.preset)
+    paper_paths(args)
+    check_device(args.device)
+    if args.weights not in (None, RANDOM) and not Path(args.weights).is_file():
+        raise CheckpointError(f"--weights: file not found: {args.weights}")
+    if args.config is not None and not Path(args.config).is_file():
+        raise InputError(f"--config: file not found: {args.config}")
+
+
+def check_policies(names) -> list[str]:
+    from ..policies import get_policy
+
+    return [get_policy(n.strip()).name for n in names]
+
+
+def check_out_image(path: str | None) -> Path | None:
+    """An image file to write: an extension PIL writes, in a folder that exists or can be made."""
+    if path is None:
+        return None
+    from PIL import Image
+
+    out = Path(path)
+    Image.init()
+    ext = out.suffix.lower()
+    if Image.registered_extensions().get(ext) not in Image.SAVE:
+        raise InputError(f"--out {path}: cannot write {ext or 'a file without an extension'}; accepted: .png, .jpg, "
+                         ".webp, .bmp, .tif")
+    if out.is_dir():
+        raise InputError(f"--out {path} is a folder; give a file name, e.g. {out / 'overlay.png'}")
+    check_out_dir(out.parent, f"--out {path}")
+    return out
+
+
+def check_out_dir(folder: str | Path, what: str) -> Path:
+    """A folder to write into: it exists, or its nearest existing parent is a writable folder."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{what}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK):
+        raise InputError(f"{what}: cannot write into {probe}")
+    return folder
+
+
+def output_folder(args, name: str) -> Path:
+    """--out; else runs/<name> (git-ignored), or reports/<name> with --update-reports: a command
+    leaves the tracked reports alone unless asked."""
+    out, update = getattr(args, "out", None), getattr(args, "update_reports", False)
+    if out and update:
+        raise InputError("give either --out or --update-reports, not both")
+    return check_out_dir(out or f"{'reports' if update else 'runs'}/{name}", "--out")
+
+
+def check_eval_data(spec: str, n_scenes: int, geometry) -> None:
+    """A split `load_eval_set` can open for this geometry: a synthetic dataset and a known split, or
+    a real dataset file in its own format (docvqa:/path/val_v1.0.json, textvqa:…, chartqa:…)."""
+    from ..data import REAL, SYNTHETIC, load_dataset
+
+    name = str(spec).split(":", 1)[0]
+    if name not in SYNTHETIC and name not in REAL:
+        raise InputError(f"--data {spec!r}: unknown dataset {name!r}; known: synthetic splits {sorted(SYNTHETIC)} "
+                         f"(e.g. scenebench:test) and real files {sorted(REAL)} (e.g. docvqa:/data/val_v1.0.json)")
+    if name in REAL:
+        n, size = n_scenes, geometry.image_size
+    else:
+        n, size = n_scenes * SYNTHETIC[name].QUESTIONS_PER_SCENE, max(geometry.image_size, 32 * geometry.patch_size)
+    try:
+        load_dataset(spec, n=n, image_size=size, patch_size=geometry.patch_size)
+    except (ValueError, OSError) as e:
+        raise InputError(f"--data {spec!r}: {e}") from None
+
+
+def check_train_data(spec: str, n_scenes: int, geometry, preset: str) -> None:
+    """Every part of a training mix (sampling.parse_mix) opens at the model's own input size."""
+    from ..data import SYNTHETIC, load_dataset
+    from ..training.sampling import parse_mix
+
+    for part, count in parse_mix(spec, n_scenes):
+        name = part.split(":", 1)[0]
+        per_scene = SYNTHETIC[name].QUESTIONS_PER_SCENE if name in SYNTHETIC else 1
+        try:
+            load_dataset(part, n=count * per_scene, image_size=geometry.image_size, patch_size=geometry.patch_size)
+        except ValueError as e:
+            hint = (f"; the {preset} preset's {geometry.image_size}-px input is too small for the synthetic sets' "
+                    "training renders: train the lab or paper preset" if name in SYNTHETIC
+                    and geometry.image_size // geometry.patch_size < 32 else "")
+            raise InputError(f"--data {part!r}: {e}{hint}") from None
+
+
+def own_weights(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        policy, sep, path = pair.partition("=")
+        if not sep or not policy or not path:
+            raise InputError(f"--own expects POLICY=WEIGHTS, got {pair!r}")
+        check_policies([policy])
+        if not Path(path).is_file():
+            raise CheckpointError(f"--own {pair}: weights file not found: {path}")
+        out[policy] = path
+    return out

@@ -1,0 +1,100 @@
+"""The README's pictures, regenerated from the shipped weights (`make figures`).
+
+    python -m arrcoc_lab.apps.figures --out docs/figures          # two_questions.png + the data previews
+
+`two_questions.png` is the workbench in one picture: one shipped example, two questions about
+different parts of it, the same budget, and the two allocations side by side (tokens per cell over
+the image, with the colour bar and the answers). Screenshots of the demo and the inspector come from
+the browser tests (`make figures` runs them with ARRCOC_UPDATE_FIGURES=1).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+DPI = 150
+HERO_EXAMPLE = "scenebench-paris"
+HERO_QUESTIONS = ("What does the billboard say?", "Read the number on the blue sign.")
+
+
+def two_questions_figure(pipe, image: np.ndarray, questions: Sequence[str], budget: int = 64,
+                         policy: str = "arrcoc", answers: Sequence[str | None] | None = None):
+    """A matplotlib Figure: one panel per question (tokens per cell over the image, cell grid and
+    counts), one shared log-scale colour bar of tokens per cell, titles with the question, the
+    answer and the tokens spent."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    from .rendering import draw_cells
+    from PIL import Image
+
+    outs = pipe.compare(image, list(questions), budget=budget, policy=policy)
+    per_cell_full = outs[0].full_tokens / outs[0].tokens_per_cell.size
+    norm = LogNorm(vmin=1, vmax=per_cell_full)
+    fig, axes = plt.subplots(1, len(outs), figsize=(3.6 * len(outs), 4.8), dpi=DPI, layout="constrained")
+    for k, (ax, out) in enumerate(zip(np.atleast_1d(axes), outs)):
+        grid = Image.fromarray(image.copy())
+        draw_cells(grid, out, labels=True)
+        h, w = image.shape[:2]
+        ax.imshow(np.asarray(grid))
+        im = ax.imshow(np.maximum(out.tokens_per_cell, 1), cmap="magma", norm=norm, alpha=0.5,
+                       extent=(0, w, h, 0), interpolation="nearest")
+        reference = answers[k] if answers else None
+        said = f'answer: "{out.answer}"' + (f' (reference "{reference}")' if reference else "")
+        ax.set_title(f"{out.query}\n{said}\n{out.num_tokens} of {budget} tokens", fontsize=8.5)
+        ax.set_axis_off()
+    bar = fig.colorbar(im, ax=axes, orientation="horizontal", fraction=0.05, pad=0.02, shrink=0.8)
+    ticks = [t for t in (1, 4, 16, 64) if t <= per_cell_full]
+    bar.set_ticks(ticks, labels=[str(t) for t in ticks])
+    bar.set_label("visual tokens per cell (log scale)", fontsize=8.5)
+    bar.ax.tick_params(labelsize=8)
+    return fig
+
+
+def write_two_questions(pipe, out_dir: Path, example: str = HERO_EXAMPLE,
+                        questions: Sequence[str] = HERO_QUESTIONS, budget: int = 64) -> Path:
+    from ..examples import get_example
+
+    shipped = get_example(example)
+    fig = two_questions_figure(pipe, shipped.load(), questions, budget=budget,
+                               answers=[shipped.answer_for(q) for q in questions])
+    path = Path(out_dir) / "two_questions.png"
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.1)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def write_figures(out_dir: str | Path = "docs/figures", weights=None) -> list[Path]:
+    """two_questions.png from the shipped (or given) weights, and the data previews."""
+    from ..data.preview import write_previews
+    from ..pipeline import load_pipeline
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe = load_pipeline("lab", weights=weights)
+    written = [write_two_questions(pipe, out)]
+    written += [Path(p) for p in write_previews(out)]
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m arrcoc_lab.apps.figures",
+                                     description="Regenerate the README's pictures from the shipped lab weights.")
+    parser.add_argument("--out", default="docs/figures", help="folder to write the PNGs to (default: docs/figures)")
+    parser.add_argument("--weights", default=None, help="weights to use instead of the shipped ones")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for path in write_figures(args.out, args.weights):
+        log.info("wrote %s", path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
