@@ -1,6 +1,9 @@
 """Our weights: safetensors + the resolved JSON config beside them, always written atomically
 (temp file in the same folder, fsync, os.replace), so a killed process never leaves half a file;
-loaded all or nothing, after checking keys, shapes, finiteness and the stored checksum."""
+loaded all or nothing, after checking keys, shapes, finiteness and the stored checksum.
+
+A saved pipeline folder (`Pipeline.save_pretrained`) is the Hugging Face layout: config.json (the
+resolved pipeline config + `model_type`, `architectures`), model.safetensors, README.md (model card)."""
 from __future__ import annotations
 
 import hashlib
@@ -15,12 +18,16 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError
 
 log = logging.getLogger(__name__)
 # Frozen parts that are loaded from their own packages, never stored in our files.
 EXTERNAL_PREFIXES = ("query_encoder.",)
 CHECKSUM_KEY = "arrcoc_sha256"  # save_weights' metadata entry: sha256 of the stored tensors
+CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"  # a saved folder
+MODEL_TYPE = "arrcoc"  # config.json's model_type: how transformers' AutoConfig finds ArrcocConfig (arrcoc_lab.hf)
+ARCHITECTURES = ("ArrcocModel",)
+HF_KEYS = ("architectures", "transformers_version")  # what transformers adds to a config; not pipeline settings
 
 
 def atomic_write(path: str | Path, write) -> None:
@@ -57,6 +64,11 @@ def _own_state(model: nn.Module) -> dict[str, torch.Tensor]:
         seen.add(ident)
         state[k] = v
     return state
+
+
+def stored_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors our files hold for `model` (external parts out, tied tensors once), by name."""
+    return _own_state(model)
 
 
 def write_jsonl(path: str | Path, rows, default=float) -> None:
@@ -141,3 +153,71 @@ def apply_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for k, v in _own_state(model).items():
             v.copy_(state[k].to(v.dtype))
+
+
+def same_weights(model: nn.Module, path: str | Path) -> bool:
+    """Whether `model` still holds exactly the tensors of our file `path` (compared in the file's
+    dtypes, so fp32 weights loaded from an fp16 file match it); False when the file is unreadable."""
+    try:
+        own = _own_state(model)
+        with safe_open(str(path), "pt") as f:
+            if set(f.keys()) != set(own):
+                return False
+            for k, v in own.items():
+                t = f.get_tensor(k)
+                if not torch.equal(v.detach().cpu().to(t.dtype), t):
+                    return False
+        return True
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return False
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata entries of our safetensors file ({} when it carries none or cannot be read)."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return {}
+
+
+def hf_config(config: dict) -> dict:
+    """A resolved pipeline config as a Hugging Face folder's config.json: + model_type, architectures."""
+    return {**config, "model_type": MODEL_TYPE, "architectures": list(ARCHITECTURES)}
+
+
+def read_config_json(path: str | Path, error: type[ValueError] = CheckpointError) -> dict:
+    """A config.json (ours, or a saved folder's with transformers' keys) as the pipeline config's
+    dict: a model_type other than ours is refused, transformers' own keys are dropped. Problems
+    raise `error` (CheckpointError for a folder, InputError for a config the caller named)."""
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise error(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"cannot read config file {path}: damaged or not JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise error(f"cannot read config file {path}: it holds a {type(d).__name__}, not a JSON object")
+    kind = d.pop("model_type", MODEL_TYPE)
+    if kind != MODEL_TYPE:
+        raise error(f"config file {path} describes a {kind!r} model, not an ARR-COC pipeline (model_type {MODEL_TYPE!r})")
+    return {k: v for k, v in d.items() if k not in HF_KEYS and not k.startswith("_")}
+
+
+def check_folder(folder: str | Path, weights: bool = True) -> Path:
+    """A saved pipeline folder, checked before anything is built: it exists and holds config.json
+    (and model.safetensors, unless the caller brings other weights). CheckpointError otherwise."""
+    folder = Path(folder)
+    layout = f"a folder written by save_pretrained holds {CONFIG_FILE}, {WEIGHTS_FILE} and {CARD_FILE}"
+    if folder.is_file():
+        raise InputError(f"{folder} is a file, not a pipeline folder: a weights file loads with "
+                         "load_pipeline(preset, weights=file)")
+    if not folder.is_dir():
+        raise CheckpointError(f"pipeline folder not found: {folder} ({layout})")
+    needed = (CONFIG_FILE, WEIGHTS_FILE) if weights else (CONFIG_FILE,)
+    missing = [name for name in needed if not (folder / name).is_file()]
+    if missing:
+        raise CheckpointError(f"pipeline folder {folder} has no {' or '.join(missing)}: {layout}; "
+                              "copy the folder again or save it anew")
+    return folder

@@ -6,11 +6,18 @@
 
 The SAM features of the last few images are cached by content hash, so asking a second question
 about the same image (widgets, demo, compare mode) re-runs only what depends on the question.
+
+A pipeline saves as a Hugging Face model folder and loads back from it, offline:
+
+    pipe.save_pretrained("runs/lab/hf", evaluation="runs/eval/.../metrics.json")
+    pipe = load_pipeline("runs/lab/hf")   # config.json + model.safetensors, checked; README.md: the card
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import time
 import warnings
 from collections import OrderedDict
@@ -20,13 +27,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import modelcard
+from .checkpoint import (CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, atomic_write_text, check_folder, hf_config,
+                         read_config_json, same_weights, save_weights, stored_tensors)
 from .modeling.allocator import Policy, stable_seed
 from .modeling.build import build
 from .modeling.geometry import Geometry
 from .errors import CheckpointError, InputError
 from .inputs import MAX_PIXELS, check_max_new_tokens, check_query, load_image, parse_budget, to_model_input
 from .modeling.model import ARRCOC
-from .modeling.presets import PipelineConfig, get_preset
+from .modeling.presets import PRESETS, PipelineConfig, get_preset
 from .modeling.trace import Trace
 from .policies import POLICIES, get_policy
 
@@ -101,7 +111,7 @@ class Pipeline:
         rgb = load_image(image, self.max_pixels)
         pixels = to_model_input(rgb, self.geometry.image_size).to(self.device)
         key = hashlib.sha1(pixels.cpu().numpy().tobytes()).hexdigest()
-        if key in self._cache:
+        if key in self._cache and self._cache[key].device == pixels.device:  # (not after a move to another device)
             self._cache.move_to_end(key)
             return rgb, pixels, self._cache[key], key, 0.0
         t0 = time.perf_counter()
@@ -132,6 +142,76 @@ class Pipeline:
             check_query(q)
         return [self(image, q, **kwargs) for q in queries]
 
+    def save_pretrained(self, save_directory: str | Path, evaluation=None, training: str | dict | None = None,
+                        dtype: torch.dtype | None = None) -> Path:
+        """Write this pipeline as a Hugging Face model folder, each file atomically: config.json
+        (the resolved PipelineConfig + model_type, architectures), model.safetensors (our tensors,
+        their sha256 in the metadata) and README.md (the model card). Loads back with
+        load_pipeline(folder), and with transformers' AutoModel.from_pretrained(folder) once
+        arrcoc_lab.hf is imported; `huggingface_hub.upload_folder` or ArrcocModel.push_to_hub upload it.
+
+        evaluation: an `arrcoc-lab eval` report (its metrics.json, that folder, or the dict) for the
+        card's table; without it, the one saved with these weights or found beside them.
+        training: a note (or dict) on weights trained in memory; without it the card reads the run
+        folder beside the weights (train_config.json, history.json), or names their source.
+        dtype: store floating-point tensors in it (torch.float16 halves the file)."""
+        folder = Path(save_directory)
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"save_pretrained needs a folder, but {folder} is a file")
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise InputError(f"dtype must be a floating-point torch dtype such as torch.float16, got {dtype!r}")
+        if training is not None and not isinstance(training, (str, dict)):
+            raise InputError(f"training must be a note (str) or a dict, got {type(training).__name__}")
+        try:
+            json.dumps(training)
+        except (TypeError, ValueError) as e:
+            raise InputError(f"training must be JSON-serialisable (it is stored with the weights): {e}") from None
+        src = self.config.weights
+        unchanged = src is not None and same_weights(self.model, src)
+        info = modelcard.training_info(src, unchanged, self.config.seed)
+        if training is not None:  # the caller's account replaces what the files could tell
+            source = (f"in memory, from the random initialisation (seed {self.config.seed})" if info.get("untrained")
+                      else info["source"])
+            info = {"source": source, **({"note": training} if isinstance(training, str) else training)}
+        if evaluation is not None:
+            table = modelcard.evaluation_summary(evaluation)
+        else:  # what was saved with these very weights, or an evaluation of them beside them
+            table = (modelcard.carried_evaluation(src) or modelcard.find_evaluation(src)) if unchanged else None
+        # SAM and CLIP weights are in model.safetensors: the folder does not need their original files
+        cfg = replace(self.config, weights=None, sam=replace(self.config.sam, checkpoint=None),
+                      clip=replace(self.config.clip, pretrained=None))
+        weights = folder / WEIGHTS_FILE
+        save_weights(self.model, weights, config=hf_config(cfg.to_dict()), dtype=dtype,
+                     metadata=modelcard.metadata(info, table))
+        atomic_write_text(folder / CARD_FILE, modelcard.render(self._card_facts(dtype, weights), info, table))
+        log.info("saved the %s pipeline to %s", self.config.preset, folder)
+        return folder
+
+    def _card_facts(self, dtype: torch.dtype | None, weights: Path) -> dict:
+        from . import __version__
+
+        g, c = self.geometry, self.config
+        tensors = stored_tensors(self.model)
+        floats = {str(dtype or v.dtype).replace("torch.", "") for v in tensors.values() if v.is_floating_point()}
+        s, q, clip, llm = c.sam, c.query, c.clip, c.llm
+        components = [
+            ("SAM encoder", (f"SAM `{s.variant}`" if s.variant != "custom" else
+                             f"SAM ImageEncoderViT, {s.embed_dim} wide, {s.depth} deep")
+             + (" (official checkpoint)" if s.checkpoint else "") + ", frozen"),
+            ("query encoder", "all-MiniLM-L6-v2, frozen" if q.kind == "minilm" and q.pretrained else
+             "tiny random BERT (tests)" if q.kind == "minilm" else f"open_clip text tower `{q.openclip_model}`"),
+            ("CLIP on tokens", f"open_clip `{clip.model}`" if clip.model else
+             f"open_clip VisionTransformer, {clip.width} wide, {clip.layers} deep"),
+            ("LLM", f"Hugging Face causal LM from `llm.path` ({Path(llm.path).name})" if llm.path else
+             f"Qwen3, {llm.hidden_size} wide, {llm.layers} layers, byte tokenizer"),
+        ]
+        return {"preset": c.preset, "image_size": g.image_size, "patch_size": g.patch_size,
+                "patches": g.patches_per_side, "cells": g.cells_per_side, "min_tokens": g.min_tokens,
+                "uniform_tokens": g.uniform_budget, "full_tokens": g.full_tokens,
+                "quality": dict(sorted(g.quality_budgets.items(), key=lambda kv: kv[1])),
+                "components": components, "n_tensors": len(tensors), "dtype": "/".join(sorted(floats)),
+                "size_mb": weights.stat().st_size / 1e6, "version": __version__}
+
     def _output(self, tr: Trace, answer: str, rgb: np.ndarray, query: str, policy: str) -> PipelineOutput:
         a, r = tr.allocation, tr.relevance
         h, w = rgb.shape[:2]
@@ -154,22 +234,28 @@ class Pipeline:
         )
 
 
-def load_pipeline(preset: str = "lab", weights: str | Path | None = None, device: str | torch.device | None = None,
+def load_pipeline(preset: str | Path = "lab", weights: str | Path | None = None, device: str | torch.device | None = None,
                   config: str | Path | PipelineConfig | None = None, **preset_kwargs) -> Pipeline:
-    """Build a pipeline. `preset` names a registry entry (lab, paper, tiny); `config` (a JSON file
-    or PipelineConfig) replaces the preset; `weights` is our safetensors file, or "random" for the
-    preset's seeded initialisation (where training starts; no warning, since it was asked for).
-    `lab` loads the shipped weights when they exist and warns when it has to run untrained."""
+    """Build a pipeline. `preset` names a registry entry (lab, paper, tiny), or is a folder written
+    by `Pipeline.save_pretrained` (a Path, or a path string that is not a preset name, e.g.
+    "runs/lab/hf" or "./lab"): its config.json and model.safetensors load offline, checked like any
+    weights (the shipped arrcoc_lab/weights/lab/ is such a folder). `config` (a JSON file or
+    PipelineConfig) replaces the preset's or the folder's config; `weights` is our safetensors
+    file, or "random" for the seeded initialisation (where training starts; no warning, since it
+    was asked for). `lab` loads the shipped weights when they exist and warns when it has to run untrained."""
     device = check_device(device)
+    folder = _as_folder(preset)
+    if folder is not None:
+        return _load_folder(folder, weights, device, config, preset_kwargs)
     seeded_init = isinstance(weights, str) and weights == RANDOM
     _check_files(weights if not seeded_init else None, config)
     shipped = LAB_WEIGHTS.with_name("config.json")
     if isinstance(config, PipelineConfig):
         cfg = config
     elif config is not None:
-        cfg = PipelineConfig.load(config)
+        cfg = read_config(config)
     elif preset == "lab" and weights is None and LAB_WEIGHTS.is_file() and shipped.is_file() and not preset_kwargs:
-        cfg = PipelineConfig.load(shipped)  # the resolved config saved with the shipped weights
+        cfg = read_config(shipped, CheckpointError)  # the resolved config saved with the shipped weights
     else:
         cfg = _preset(preset, preset_kwargs)
     if seeded_init:
@@ -181,9 +267,51 @@ def load_pipeline(preset: str = "lab", weights: str | Path | None = None, device
     if cfg.weights is None and not seeded_init:
         warnings.warn(f"preset {cfg.preset!r} runs with untrained weights: allocations and answers are not meaningful "
                       "until trained weights are loaded", UntrainedWeightsWarning, stacklevel=2)
+    return _build(cfg, device)
+
+
+def _build(cfg: PipelineConfig, device: torch.device | None) -> Pipeline:
     built = build(cfg)
     model = built.model if device is None else built.model.to(device)
     return Pipeline(model, built.config)
+
+
+def _as_folder(preset) -> Path | None:
+    """The saved folder `preset` names, or None for a preset name. Registry names win over a
+    folder of the same name in the working directory (write "./lab" or Path("lab") for that)."""
+    if isinstance(preset, Path):
+        return preset
+    if isinstance(preset, str) and preset not in PRESETS and (
+            Path(preset).is_dir() or "/" in preset or os.sep in preset or preset.startswith((".", "~"))):
+        return Path(preset).expanduser()
+    return None
+
+
+def _load_folder(folder: Path, weights, device, config, preset_kwargs: dict) -> Pipeline:
+    """A folder written by save_pretrained: its config.json (or `config`) and its model.safetensors
+    (or `weights`: another file of ours, or "random")."""
+    if preset_kwargs:
+        raise InputError(f"preset options {sorted(preset_kwargs)} apply to preset names; the folder {folder} "
+                         f"brings its own {CONFIG_FILE} (edit it, or pass config=)")
+    seeded_init = isinstance(weights, str) and weights == RANDOM
+    check_folder(folder, weights=weights is None)
+    _check_files(None if seeded_init else weights, config)
+    if isinstance(config, PipelineConfig):
+        cfg = config
+    else:
+        cfg = read_config(config) if config is not None else read_config(folder / CONFIG_FILE, CheckpointError)
+    chosen = None if seeded_init else str(weights if weights is not None else folder / WEIGHTS_FILE)
+    return _build(replace(cfg, weights=chosen), device)
+
+
+def read_config(path: str | Path, error: type[ValueError] = InputError) -> PipelineConfig:
+    """A config.json (ours, or a saved folder's with transformers' keys) as a PipelineConfig;
+    `error` is raised on any problem (CheckpointError for a folder's own config)."""
+    d = read_config_json(path, error)
+    try:
+        return PipelineConfig.from_dict(d)
+    except (InputError, TypeError, ValueError) as e:
+        raise error(f"config file {path} does not describe a pipeline of this version: {e}") from None
 
 
 def _preset(preset, kwargs: dict) -> PipelineConfig:
@@ -201,6 +329,9 @@ def _check_files(weights, config) -> None:
     if weights is not None:
         if not isinstance(weights, (str, Path)):
             raise InputError(f"weights must be a path or {RANDOM!r}, got {type(weights).__name__}")
+        if Path(weights).is_dir():
+            raise InputError(f"weights must be a .safetensors file; {weights} is a folder: load a folder written by "
+                             "save_pretrained with load_pipeline(folder)")
         if not Path(weights).is_file():
             raise CheckpointError(f"weights file not found: {weights}")
     if config is not None and not isinstance(config, PipelineConfig):

@@ -16,6 +16,7 @@ RANK = {
     "policies": 2,
     "pipeline": 3,  # arrcoc_lab.pipeline: the public contract (load_pipeline)
     "training": 4,
+    "hf": 4,  # arrcoc_lab.hf: transformers' ArrcocConfig / ArrcocModel around the pipeline
     "evaluation": 5,
     "apps": 6,
     "widgets": 6,  # arrcoc_lab.widgets: the JupyterLab front end, at the level of the other apps
