@@ -36,9 +36,11 @@ runs/lab/phase2/model.safetensors: runs/lab/phase1/model.safetensors
 	$(LAB_RUN) phase2 $(LAB_COMMON) -p steps $(LAB_STEPS) -p init_from $<
 runs/lab/phase3/model.safetensors: runs/lab/phase2/model.safetensors
 	$(LAB_RUN) phase3 $(LAB_COMMON) -p steps $(LAB_STEPS) -p init_from $<
+# export writes the shipped folder (weights, config.json, model card); once evaluated, the card gets its table
 runs/lab/export.done: runs/lab/phase3/model.safetensors
 	$(PY) -m arrcoc_lab export $<
 	$(LAB_RUN) evaluation
+	$(PY) -m arrcoc_lab export $< --evaluation reports/lab/evaluation/metrics.json
 	touch $@
 runs/lab/uniform_ft/model.safetensors: runs/lab/export.done
 	$(PY) -m arrcoc_lab train --phase uniform_ft --init-from arrcoc_lab/weights/lab/model.safetensors \

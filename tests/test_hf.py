@@ -291,3 +291,34 @@ def test_paper_folder_needs_no_sam_or_clip_file(tmp_path, image):
     assert cfg["llm"]["path"] == str(files.llm)
     _same(load_pipeline(tmp_path / "hf")(image, QUERY, budget=BUDGET), paper(image, QUERY, budget=BUDGET))
     assert "(official checkpoint)" in (tmp_path / "hf" / "README.md").read_text()
+
+
+def test_export_writes_a_model_folder_that_loads_both_ways(trained, image, tmp_path, capsys):
+    """`arrcoc-lab export` (what make train-lab ships with) writes a save_pretrained folder: fp16
+    weights, config.json with model_type, and a card with the evaluation table it is given."""
+    from transformers import AutoModel
+
+    from arrcoc_lab.apps.cli import main
+    import arrcoc_lab.hf  # noqa: F401 - registers the Auto classes
+
+    src = tmp_path / "run" / "model.safetensors"
+    src.parent.mkdir()
+    save_weights(trained.model, src, config=trained.config.to_dict())
+    report = tmp_path / "metrics.json"
+    report.write_text(json.dumps(EVALUATION))
+    dest = tmp_path / "shipped"
+    assert main(["export", str(src), "--preset", "tiny", "--dest", str(dest), "--evaluation", str(report)]) == 0
+    assert "model card" in capsys.readouterr().out
+    assert {p.name for p in dest.iterdir()} >= FILES
+    assert json.loads((dest / "config.json").read_text())["model_type"] == "arrcoc"
+    assert "0.42" in (dest / "README.md").read_text()
+    expected = _load(str(dest))(image, QUERY, budget=BUDGET, policy="arrcoc")
+    before = trained(image, QUERY, budget=BUDGET, policy="arrcoc")  # fp32; the folder holds fp16
+    assert np.allclose(expected.relevance, before.relevance, atol=5e-3)
+    model = AutoModel.from_pretrained(str(dest), local_files_only=True)
+    _same(model(image, QUERY, budget=BUDGET, policy="arrcoc"), expected)
+    assert main(["export", str(tmp_path / "missing.safetensors"), "--dest", str(dest)]) == 2
+    capsys.readouterr()
+    assert main(["inspect", "example:scenebench-paris", QUERY, "--preset", str(dest), "--budget", str(BUDGET)]) == 0
+    assert f"{expected.num_tokens} visual tokens" in capsys.readouterr().out  # the CLI takes the folder as a preset
+    assert main(["inspect", "example:scenebench-paris", QUERY, "--preset", str(tmp_path / "nowhere")]) == 2

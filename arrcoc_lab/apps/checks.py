@@ -26,7 +26,14 @@ def check_pipeline_args(args) -> None:
     from ..modeling.presets import get_preset
     from ..pipeline import RANDOM, check_device
 
-    if args.config is None:
+    from ..pipeline import _as_folder
+
+    folder = _as_folder(args.preset)
+    if folder is not None:
+        from ..checkpoint import check_folder
+
+        check_folder(folder, weights=args.weights is None)
+    elif args.config is None:
         get_preset(args.preset)
     paper_paths(args)
     check_device(args.device)
@@ -34,6 +41,20 @@ def check_pipeline_args(args) -> None:
         raise CheckpointError(f"--weights: file not found: {args.weights}")
     if args.config is not None and not Path(args.config).is_file():
         raise InputError(f"--config: file not found: {args.config}")
+
+
+def preset_geometry(args):
+    """The geometry the command will run at, known before any model is built: the preset's, or the
+    config.json of a saved folder or of --config."""
+    from ..modeling.presets import get_preset
+    from ..pipeline import _as_folder, read_config
+
+    folder = _as_folder(args.preset)
+    if getattr(args, "config", None) is not None:
+        return read_config(args.config).geometry
+    if folder is not None:
+        return read_config(folder / "config.json", CheckpointError).geometry
+    return get_preset(args.preset).geometry
 
 
 def check_policies(names) -> list[str]:

@@ -160,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _pipeline_options(sp, allocation: bool = True) -> None:
     """What `commands.load` loads (preset, weights, config, device, paper checkpoints); `allocation`: policy, budget."""
-    sp.add_argument("--preset", default="lab", help="lab | paper | tiny (default lab)")
+    sp.add_argument("--preset", default="lab",
+                    help="lab | paper | tiny, or a folder written by save_pretrained / export (default lab)")
     sp.add_argument("--weights", default=None, help="our safetensors weights, or random (default: the preset's shipped weights)")
     sp.add_argument("--config", default=None, help="a config.json that replaces the preset")
     sp.add_argument("--device", default=None, help="cpu, cuda, … (default cpu)")
@@ -301,9 +302,11 @@ def _add_train(t) -> None:
 
 def _add_export(x) -> None:
     x.add_argument("weights", help="a phase's model.safetensors")
-    x.add_argument("--preset", default="lab", help="lab | paper | tiny (default lab)")
+    x.add_argument("--preset", default="lab", help="lab | paper | tiny: the architecture of WEIGHTS (default lab)")
     x.add_argument("--dest", default=str(Path(__file__).resolve().parents[1] / "weights" / "lab"),  # arrcoc_lab/weights/lab
                    help="folder to write (default: the package's arrcoc_lab/weights/lab/)")
+    x.add_argument("--evaluation", default=None,
+                   help="an eval report (metrics.json or its folder) of these weights, for the model card's table")
     x.set_defaults(fn=cmd_export)
 
 

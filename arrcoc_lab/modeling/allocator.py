@@ -1,23 +1,9 @@
 """Stage 4 — allocator: relevance + budget → LOD level (tokens) per cell.
 
 Every policy reduces to a per-cell utility map and a total budget; one solver turns those into
-levels. The solver is a multiple-choice knapsack (each cell picks one LOD level, the token costs
-add up to at most the budget), solved greedily by marginal utility per token:
-
-  utility(cell, level) = u_cell · tokens(level) ** exponent      (concave: diminishing returns)
-
-Start every cell at the minimum level and repeatedly apply the upgrade with the best
-Δutility/Δtokens that still fits. With the smoothness constraint (neighbours differ by at most
-`max_level_step` levels) an upgrade that would break it is taken as a compound move that also
-raises the neighbours as far as needed, so the constraint holds after every step.
-
-Where greedy is optimal: without the smoothness constraint the per-cell utility is concave in
-tokens, so each cell's incremental efficiencies decrease and greedy visits upgrades in the order
-of the LP relaxation of the multiple-choice knapsack. Whenever greedy stops with the budget spent
-exactly, its solution equals the LP optimum and is therefore optimal for the integer problem
-(tests/test_allocator.py checks this against brute force); otherwise it is within one upgrade's
-utility of optimal. It always stops with less budget left than the cheapest feasible upgrade
-("used to within one LOD step") and never exceeds the budget.
+levels: the multiple-choice knapsack of knapsack.py (greedy by marginal utility per token, with
+neighbour smoothness), run batched on the utility's device (`solve_knapsack_batch`). Training's
+Gumbel phases draw levels instead (`Allocator.sample`, `gumbel_levels`).
 """
 from __future__ import annotations
 
@@ -25,13 +11,12 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
 from .geometry import Geometry
+from .knapsack import solve_knapsack, solve_knapsack_batch  # noqa: F401  (solve_knapsack: the numpy reference, re-exported)
 from .query_encoder import QueryEncoding
 from .relevance import RelevanceOutput
 
@@ -91,40 +76,7 @@ class Allocation:
     level_logits: torch.Tensor | None = None  # (B, Hc, Wc, L) the logits they were sampled from (training: Gumbel)
 
 
-# ---------------------------------------------------------------------------------- solver
-def solve_knapsack(utility: np.ndarray, geometry: Geometry, budget: int, exponent: float = 0.5,
-                   max_step: int | None = None) -> np.ndarray:
-    """Greedy multiple-choice knapsack. utility (Hc, Wc) ≥ 0 → level index per cell (Hc, Wc)."""
-    hc, wc = utility.shape
-    tokens = np.asarray(geometry.levels, dtype=np.int64)
-    value = tokens.astype(np.float64) ** exponent
-    lo, hi = geometry.min_level, geometry.max_level_index
-    step = geometry.max_level_step if max_step is None else max_step
-    r = np.clip(np.nan_to_num(utility.astype(np.float64).ravel()), 0, None)
-    dist = _grid_distance(hc, wc)  # (n, n) Manhattan distance between cells
-    cur = np.full(r.size, lo, dtype=np.int64)
-    spent = int(tokens[cur].sum())
-    if spent > budget:
-        raise InputError(f"budget {budget} is below the minimum of {spent} tokens")
-    while True:
-        target = cur + 1  # (n,) each row: raise cell i by one level
-        new = np.maximum(cur[None, :], target[:, None] - step * dist)  # (n, n) compound moves
-        new = np.minimum(new, hi)
-        cost = tokens[new].sum(1) - spent  # (n,)
-        gain = (r[None, :] * (value[new] - value[cur][None, :])).sum(1)
-        ok = (target <= hi) & (cost > 0) & (cost <= budget - spent)
-        if not ok.any():
-            return cur.reshape(hc, wc)
-        eff = np.where(ok, gain / np.maximum(cost, 1), -np.inf)
-        best = int(np.argmax(eff))
-        cur, spent = new[best], spent + int(cost[best])
-
-
-def _grid_distance(h: int, w: int) -> np.ndarray:
-    ys, xs = np.divmod(np.arange(h * w), w)
-    return np.abs(ys[:, None] - ys[None, :]) + np.abs(xs[:, None] - xs[None, :])
-
-
+# ---------------------------------------------------------------------------------- training's level draw
 def gumbel_levels(logits: torch.Tensor, tau: float, seeds: list[int]) -> torch.Tensor:
     """The differentiable level choice training uses (the one straight-through Gumbel-softmax):
     logits (B, ..., L) → one-hot levels forward, softmax gradient backward. Each sample's noise
@@ -223,9 +175,8 @@ class Allocator(nn.Module):
             return self._allocation(levels, spent, torch.zeros(levels.shape, device=levels.device),
                                     [None] * len(budgets), policy.name)
         utility, budgets, tiers = policy.plan(ctx, list(budgets), self)
-        levels = np.stack([solve_knapsack(u, self.geometry, b, self.cfg.utility_exponent)
-                           for u, b in zip(utility.float().cpu().numpy(), budgets)])
-        levels = torch.from_numpy(levels).to(ctx.features.device)
+        levels = solve_knapsack_batch(utility.float(), self.geometry, budgets, self.cfg.utility_exponent)
+        levels = levels.to(ctx.features.device)  # (B, Hc, Wc) long; a no-op where the policy planned there
         return self._allocation(levels, budgets, utility.float(), tiers, policy.name)
 
     def sample(self, ctx: AllocationContext, tau: float, seeds: list[int], budgets: list[int], policy: str) -> Allocation:
