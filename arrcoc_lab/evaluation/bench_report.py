@@ -211,7 +211,7 @@ def _paper_md(report: dict) -> list[str]:
     for stage in ("clip", "adapter", "projector", "llm"):
         seed = f"{_g(SEED_ESTIMATES['clip@256'])} at 256" if stage == "clip" else ""
         lines.append(f"| {stage} | " + " | ".join(_g(per[stage].get(c)) for c in counts) + f" | {seed} |")
-    lines += ["", "The allocator is the numpy knapsack: an upper-bound estimate, not a count. Token-independent "
+    lines += ["", "The allocator is the greedy knapsack: an upper-bound estimate, not a count. Token-independent "
               "stages repeat across columns.", ""] + [f"- {n}" for n in report.get("paper_notes", [])] + [""]
     lines += ["Pipeline GFLOPs per question by policy at the paper budgets (stages composed at the token counts each "
               "policy sends through them; FastV/SparseVLM include their scoring pass on all 4096 tokens):", "",

@@ -8,7 +8,7 @@ and torch's FlopCounterMode formulas need only shapes. Counts are exact for the 
 formulas (matmuls, convolutions, attention); elementwise ops and norms count 0 everywhere. The
 query encoder (all-MiniLM-L6-v2, the same in lab and paper) is counted on CPU with its real weights.
 
-What cannot run on meta is data-dependent: the numpy knapsack (estimated: ≤ n_cells·(L−1) greedy
+What cannot run on meta is data-dependent: the greedy knapsack (estimated: ≤ n_cells·(L−1) greedy
 steps of ~8·n_cells² operations), the compressor's gather (the count is its pyramid: every level,
 which is what it computes), and the baselines' token selection. A policy's pipeline total is
 composed from the per-stage counts at the token counts it sends through each stage, plus its
@@ -120,7 +120,7 @@ def count_paper_stages(token_counts, cfg: PaperFlopsConfig | None = None, query_
 
 
 def knapsack_ops(g) -> int:
-    """Upper bound on the numpy greedy's arithmetic: ≤ n·(L−1) steps, each ~8 element ops on (n, n)."""
+    """Upper bound on the greedy knapsack's arithmetic: ≤ n·(L−1) steps, each ~8 element ops on (n, n)."""
     n = g.n_cells
     return 8 * n * n * n * (len(g.levels) - 1)
 
