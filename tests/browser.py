@@ -1,5 +1,6 @@
 """Headless Chromium for browser tests: installs Debian's chromium when missing (the tests set
-themselves up; CI machines start bare) and opens pages with Playwright driving that binary.
+themselves up; CI machines start bare) and opens pages with Playwright driving that binary; and
+`save_readme_figure`, which turns a screenshot into a docs/figures/ PNG (ARRCOC_UPDATE_FIGURES=1).
 
     from tests.browser import chromium_page
     with chromium_page() as page:
@@ -15,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"  # screenshots (git-ignored)
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -51,3 +53,19 @@ def chromium_page(width: int = 1400, height: int = 1000):
             yield browser.pages[0] if browser.pages else browser.new_page()
         finally:
             browser.close()
+
+
+UPDATE_FIGURES = "ARRCOC_UPDATE_FIGURES"  # set (make figures): the browser tests refresh docs/figures/
+
+
+def save_readme_figure(src: Path, dst: Path, width: int | None = 1000, max_bytes: int = 300_000) -> None:
+    """A screenshot as a palette PNG under max_bytes for the docs: downscaled to `width` if wider."""
+    img = Image.open(src).convert("RGB")
+    if width and img.width > width:
+        img = img.resize((width, round(img.height * width / img.width)), Image.LANCZOS)
+    for colours in (256, 128, 64, 32):
+        small = img.quantize(colors=colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        small.save(dst, optimize=True)
+        if dst.stat().st_size < max_bytes:
+            return
+    raise AssertionError(f"{dst} is {dst.stat().st_size} bytes, over {max_bytes}")

@@ -1,5 +1,7 @@
 """The quickstart notebook in a real JupyterLab, in headless Chromium: run all cells, wait for the
-inspector to render, click a cell on its picture, screenshot it (test-artifacts/jupyterlab_inspector.png).
+inspector to render, check its colour bars show, click a cell on its picture, screenshot it
+(test-artifacts/jupyterlab_inspector.png). With ARRCOC_UPDATE_FIGURES=1 it runs the notebook on the
+shipped lab weights instead of the tiny preset and refreshes the README screenshot docs/figures/inspector.png.
 
 The test sets up everything itself: a temporary copy of notebooks/ (parameters injected the way
 papermill does: the tiny preset, a temporary output dir), a kernel spec for this interpreter in a
@@ -24,11 +26,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import ARTIFACTS, chromium_page
+from tests.browser import ARTIFACTS, UPDATE_FIGURES, chromium_page, save_readme_figure
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = "00_quickstart.ipynb"
 SMALL = {"preset": "tiny", "policies": ["arrcoc", "heuristic"], "figure_dpi": 40}
+SHIPPED = dict(SMALL, preset="lab")  # for the README screenshot: the shipped weights' real answers
 
 
 def _free_port() -> int:
@@ -129,11 +132,29 @@ def run_all_cells(page, base: str, token: str, timeout_s: float = 150) -> None:
                            ".some(img => img.complete && img.naturalWidth > 0)", timeout=30_000)
 
 
+def _colour_bar_seen(locator) -> bool:
+    """Whether the element, as the browser shows it, holds the ends of magma's gradient (its
+    colour bar: the overlays, blended with the image, never reach the bright end)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from arrcoc_lab.apps.rendering import colormap
+
+    seen = np.asarray(Image.open(io.BytesIO(locator.screenshot())).convert("RGB")).reshape(-1, 3).astype(int)
+    ends = [colormap(np.linspace(lo, hi, 16)).astype(int) for lo, hi in ((0.0, 0.1), (0.9, 1.0))]
+    return all(min(np.abs(seen - c).sum(axis=1).min() for c in lut) <= 12 for lut in ends)
+
+
 @pytest.mark.slow
 def test_inspector_renders_in_jupyterlab(tmp_path):
-    prepare_workdir(tmp_path, SMALL)
-    with jupyterlab(tmp_path) as (base, token), chromium_page(width=1400, height=1300) as page:
-        run_all_cells(page, base, token)
+    update = bool(os.environ.get(UPDATE_FIGURES))
+    prepare_workdir(tmp_path, SHIPPED if update else SMALL)
+    # a tall window for the README picture: JupyterLab scrolls the notebook inside the page, and an
+    # element screenshot only gets what is on screen
+    with jupyterlab(tmp_path) as (base, token), chromium_page(width=1400, height=2600 if update else 1300) as page:
+        run_all_cells(page, base, token, timeout_s=400 if update else 150)
         inspector = page.locator(".arrcoc-inspector")
         assert inspector.count() == 1
         answer = inspector.locator(".arrcoc-answer").inner_text()
@@ -147,8 +168,18 @@ def test_inspector_renders_in_jupyterlab(tmp_path):
         assert inspector.locator(".widget-slider").count() >= 2  # budget, opacity
         assert inspector.locator(".widget-toggle-buttons").count() >= 2  # quality mode, view
         n_cells = inspector.locator(".arrcoc-cell-table tr").count() - 1
-        assert n_cells == 4  # tiny geometry: 2 × 2 cells
+        side = 4 if update else 2
+        assert n_cells == side * side  # lab geometry: 4 × 4 cells; tiny: 2 × 2
         assert inspector.locator(".arrcoc-canvas-img").count() >= 3  # main picture + compare tiles
+        # every picture has its colour bar under it: the main one, each compare tile and each A − B map
+        bars = inspector.locator(".arrcoc-colorbar")
+        assert bars.count() == inspector.locator(".arrcoc-canvas-img").count()
+        page.wait_for_function("() => [...document.querySelectorAll('.arrcoc-colorbar img, img.arrcoc-colorbar')]"
+                               ".every(img => img.complete && img.naturalWidth > 0)", timeout=30_000)
+        main_bar = bars.first
+        main_bar.scroll_into_view_if_needed()
+        assert main_bar.is_visible() and main_bar.bounding_box()["height"] >= 30
+        assert _colour_bar_seen(main_bar)
 
         # a click on the picture selects the cell under it (browser → kernel → table), outlined in place
         main = inspector.locator(".arrcoc-main-canvas .arrcoc-canvas-img")
@@ -156,15 +187,16 @@ def test_inspector_renders_in_jupyterlab(tmp_path):
         before = inspector.locator(".arrcoc-cell-table tr.selected").get_attribute("data-cell")  # the notebook's pick
         target = 1 if before != "1" else 2
         box = main.bounding_box()
-        main.click(position={"x": box["width"] * (target % 2 + 0.5) / 2, "y": box["height"] * (target // 2 + 0.5) / 2})
+        main.click(position={"x": box["width"] * (target % side + 0.5) / side,
+                             "y": box["height"] * (target // side + 0.5) / side})
         page.wait_for_selector(f".arrcoc-cell-table tr.selected[data-cell='{target}']", timeout=20_000)
         assert inspector.locator(".arrcoc-cell-table tr.selected").count() == 1
         assert inspector.locator(".arrcoc-main-canvas .arrcoc-canvas-selected").is_visible()
         assert inspector.locator("select").evaluate_all("els => els.map(e => e.selectedOptions[0]?.text.replace(/\\s/g, ' '))").count(
-            f"row {target // 2}, col {target % 2}") == 1  # the cell dropdown followed
+            f"row {target // side}, col {target % side}") == 1  # the cell dropdown followed
 
         # the last cell's output: every cell ran, none raised
-        page.locator(".jp-OutputArea-output", has_text=re.compile(r"^wrote \[")).wait_for(timeout=90_000)
+        page.locator(".jp-OutputArea-output", has_text=re.compile(r"^wrote \[")).wait_for(timeout=300_000)
         assert page.locator(".jp-OutputArea-output", has_text="Traceback").count() == 0
         page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").click()  # fold the file browser
         inspector.scroll_into_view_if_needed()
@@ -172,4 +204,8 @@ def test_inspector_renders_in_jupyterlab(tmp_path):
         shot = ARTIFACTS / "jupyterlab_inspector.png"
         page.screenshot(path=str(shot), full_page=False)
         assert shot.stat().st_size > 10_000
+        if update:  # the README's picture: the inspector alone, on the shipped weights
+            inspector.locator(".arrcoc-cell-table tr.selected").scroll_into_view_if_needed()
+            inspector.screenshot(path=str(ARTIFACTS / "jupyterlab_inspector_full.png"))
+            save_readme_figure(ARTIFACTS / "jupyterlab_inspector_full.png", REPO / "docs" / "figures" / "inspector.png")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["compare.png", "policies.png", "summary.json", "views.png"]

@@ -7,6 +7,7 @@ ARRCOC_UPDATE_FIGURES=1 also refreshes the README screenshot docs/figures/demo.p
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import resource
@@ -73,6 +74,22 @@ def _rgb(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
+def colour_bar_pixels(picture: np.ndarray, cmap: str = "magma", ends=((0.0, 0.1), (0.9, 1.0)), tol: int = 12) -> list[int]:
+    """How many pixels of `picture` lie within `tol` (sum of |ΔRGB|) of the colour map `cmap` in each
+    range of `ends`: the extremes of a colour bar's gradient, which the blended overlays never reach."""
+    from arrcoc_lab.apps.rendering import colormap
+
+    rgb = picture.reshape(-1, 3).astype(int)
+    counts = []
+    for lo, hi in ends:
+        lut = colormap(np.linspace(lo, hi, 32), cmap).astype(int)
+        near = np.zeros(len(rgb), bool)
+        for colour in lut:
+            near |= np.abs(rgb - colour).sum(axis=1) <= tol
+        counts.append(int(near.sum()))
+    return counts
+
+
 def test_two_questions_on_one_image(client, scene, lab_pipe):
     from gradio_client import handle_file
 
@@ -94,8 +111,10 @@ def test_two_questions_on_one_image(client, scene, lab_pipe):
         assert timings["headers"] == ["stage", "ms"] and rows[-1][0] == "total"
         assert {"relevance", "allocator", "llm"} <= {r[0] for r in rows} and all(r[1] >= 0 for r in rows)
         rel, tok = _rgb(rel_png), _rgb(tok_png)
-        assert rel.shape == tok.shape == (512, 512, 3)  # 256² input shown at the display minimum
-        assert not np.array_equal(rel, tok)
+        # 256² input shown at the display minimum, with its colour bar and legend composited under it
+        assert rel.shape[1] == tok.shape[1] == 512 and rel.shape[0] > 512 and tok.shape[0] > 512
+        assert not np.array_equal(rel[:512], tok[:512])
+        assert min(colour_bar_pixels(rel[512:])) > 50 and min(colour_bar_pixels(tok[512:])) > 50
         allocs[q] = alloc
     # a query-dependent output differs between the two questions (even with untrained weights)
     assert np.abs(np.subtract(allocs[q1]["relevance"], allocs[q2]["relevance"])).max() > 1e-3
@@ -109,9 +128,11 @@ def test_two_questions_on_one_image(client, scene, lab_pipe):
     diff = np.subtract(allocs[q1]["tokens_per_cell"], allocs[q2]["tokens_per_cell"])
     assert both["difference"] == diff.tolist() and both["cells_differing"] == int((diff != 0).sum())
     assert q1 in summary and q2 in summary and f"{both['cells_differing']} of 16 cells" in summary
-    pair = _rgb(pair_png)
-    assert pair.shape == (2 * (512 + 18), 2 * 512 + 6, 3)  # A | B, tokens row over relevance row
-    assert _rgb(diff_png).shape == (512, 512, 3)
+    pair, picture = _rgb(pair_png), _rgb(diff_png)
+    assert pair.shape[1] == 2 * 512 + 6 and pair.shape[0] > 2 * 512  # A | B, tokens row over relevance row
+    assert min(colour_bar_pixels(pair)) > 100  # a colour bar under each row
+    assert picture.shape[1] == 512 and picture.shape[0] > 512  # A − B, with its diverging colour bar
+    assert min(colour_bar_pixels(picture[512:], "RdBu_r")) > 50
 
 
 @pytest.mark.parametrize("case, message", [
@@ -222,7 +243,7 @@ def test_twenty_concurrent_requests(client, served, scene, lab_pipe, tmp_path):
 
 def test_page_shows_examples_results_and_errors(served, lab_pipe):
     from arrcoc_lab.examples import list_examples
-    from tests.browser import chromium_page
+    from tests.browser import UPDATE_FIGURES, chromium_page, save_readme_figure
 
     url = served[1]
     first = list_examples()[0]  # the gallery shows the shipped examples, a detail and a gist question each
@@ -247,26 +268,20 @@ def test_page_shows_examples_results_and_errors(served, lab_pipe):
         page.wait_for_selector("#arrcoc-summary table", timeout=30_000)
         assert int(page.locator("#arrcoc-tokens input").input_value()) <= 45
         page.wait_for_timeout(300)  # let the images paint
+        for elem, cmap in (("tokens", "magma"), ("relevance", "magma"), ("pair", "magma"), ("diff", "RdBu_r")):
+            shown = page.locator(f"#arrcoc-{elem}-map img").first  # every picture shows its colour bar on the page
+            assert shown.is_visible(), elem
+            assert shown.evaluate("img => img.complete && img.naturalHeight > img.naturalWidth / 2"), elem
+            seen = np.asarray(Image.open(io.BytesIO(shown.screenshot())).convert("RGB"))
+            assert min(colour_bar_pixels(seen, cmap)) > 20, (elem, colour_bar_pixels(seen, cmap))
         page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
-        if os.environ.get("ARRCOC_UPDATE_FIGURES"):
-            _save_readme_figure(ARTIFACTS / "demo.png", ROOT / "docs" / "figures" / "demo.png")
+        if os.environ.get(UPDATE_FIGURES):
+            save_readme_figure(ARTIFACTS / "demo.png", ROOT / "docs" / "figures" / "demo.png")
         page.fill("#arrcoc-query textarea", "  ")  # bad input: the app's message as a toast, no stack trace
         page.click("#arrcoc-analyze")
         page.get_by_text("query is empty; ask a question about the image").wait_for(timeout=15_000)
         assert "Traceback" not in page.inner_text("body")
     assert Image.open(ARTIFACTS / "demo.png").size[0] == 1400
-
-
-def _save_readme_figure(src: Path, dst: Path, width: int = 1000, max_bytes: int = 300_000) -> None:
-    """Downscaled, palette PNG of the screenshot's top (inputs, outputs, examples), under max_bytes."""
-    img = Image.open(src).convert("RGB")
-    img = img.resize((width, round(img.height * width / img.width)), Image.LANCZOS)
-    for colours in (128, 64, 32):
-        small = img.quantize(colors=colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-        small.save(dst, optimize=True)
-        if dst.stat().st_size < max_bytes:
-            return
-    raise AssertionError(f"{dst} is {dst.stat().st_size} bytes, over {max_bytes}")
 
 
 def test_main_prints_url_and_refuses_bad_options(monkeypatch, capsys, lab_pipe):

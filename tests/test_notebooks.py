@@ -76,7 +76,8 @@ def check_encoder(nb, out_dir: Path, executed: Path) -> None:
 PHASE_SMALL = {"preset": "lab", "steps": 2, "batch_size": 4, "n_scenes": 4, "eval_scenes": 2, "cache_dir": "{cache}",
                "run_dir": "{tmp}/run", "resume": False}
 NOTEBOOKS = {
-    "00_quickstart": ({"preset": "tiny", "image_index": 0, "figure_dpi": 40, "policies": ["arrcoc", "heuristic"]}, check_quickstart),
+    "00_quickstart": ({"preset": "tiny", "example": "scenebench-paris", "figure_dpi": 40, "policies": ["arrcoc", "heuristic"]},
+                      check_quickstart),
     "09_encoder_pretrain": ({"steps": 2, "batch_size": 2, "n_scenes": 4, "probe_scenes": 12, "probe_epochs": 1,
                              "cache_dir": "{cache}", "run_dir": "{tmp}/run", "resume": False}, check_encoder),
     "10_phase0_downstream": (PHASE_SMALL, check_phase),

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import datetime
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
-import skimage.data
 from PIL import Image
 
 from arrcoc_lab.apps import rendering
 from arrcoc_lab.data.examples import SEED_QUESTIONS
+from arrcoc_lab.examples import get_example, list_examples
 from arrcoc_lab.widgets import Inspector
-from arrcoc_lab.widgets.sources import SKIMAGE
 
 DETAIL, GIST = SEED_QUESTIONS  # "What's the formula on the billboard?", "What city is this?"
 
@@ -43,8 +41,10 @@ def photo():
 
 def test_starts_on_an_example_and_draws_the_pipelines_output(pipe):
     insp = Inspector(pipe)
-    assert insp.picker.value == "scenebench/0" and insp.error is None
-    assert insp.query.value == insp.sources["scenebench/0"].fetch()[1][0]  # the example's detail question
+    first = list_examples()[0]
+    assert insp.picker.value == f"example:{first.name}" and insp.error is None
+    np.testing.assert_array_equal(insp.image, first.load())
+    assert insp.query.value == first.question_pair()[0]  # the example's detail question
     out = insp.last_output
     ref = pipe(insp.image, insp.query.value, budget="balanced", policy="arrcoc")
     np.testing.assert_array_equal(out.tokens_per_cell, ref.tokens_per_cell)
@@ -57,7 +57,11 @@ def test_starts_on_an_example_and_draws_the_pipelines_output(pipe):
     assert insp.canvas.natural_size == [insp.image.shape[1], insp.image.shape[0]]
     assert fd["compression_ratio"] == pytest.approx(ref.compression_ratio)
     assert [t[1] for t in fd["colorbar"]["ticks"]] == [str(t) for t in pipe.geometry.levels]
-    assert Image.open(io.BytesIO(insp.colorbar.value)).width == insp.display_width
+    assert fd["colorbar"]["title"] == "tokens per cell (log scale)" and fd["colorbar"]["note"] == rendering.CELL_NOTE
+    bar = np.asarray(Image.open(io.BytesIO(insp.colorbar.value)).convert("RGB"))
+    np.testing.assert_array_equal(bar, rendering.colorbar("magma", fd["colorbar"]["ticks"], fd["colorbar"]["title"],
+                                                          insp.display_width, note=rendering.CELL_NOTE))
+    assert "arrcoc-colorbar" in insp.colorbar._dom_classes
     assert ref.answer in insp.answer.value and f"{ref.compression_ratio:.1f}×" in insp.stats.value
     assert all(stage in insp.timings.value for stage in ref.timings)
 
@@ -70,7 +74,7 @@ def test_view_colormap_opacity_only_redraw(pipe):
     fd = insp.figure_data()
     np.testing.assert_array_equal(fd["values"], out.relevance)
     np.testing.assert_array_equal(fd["overlay"], rendering.overlay(insp.image, out, mode="relevance", alpha=0.3, cmap="viridis"))
-    assert fd["colorbar"]["title"] == "relevance"
+    assert fd["colorbar"]["title"] == "relevance to the question"
     insp.view.value = "levels"
     np.testing.assert_array_equal(insp.figure_data()["values"], rendering.map_values(out, "levels"))
     np.testing.assert_array_equal(insp.overlay, rendering.overlay(insp.image, out, mode="levels", alpha=0.3, cmap="viridis"))
@@ -123,6 +127,13 @@ def test_compare_difference_map_is_nonzero_exactly_where_allocations_differ(pipe
     rows = insp.cell_rows()
     assert [r["diff"][0] for r in rows] == diff.ravel().tolist() and "A − B" in insp.table.value
     assert insp.compare_box.layout.display == "flex" and len(insp.compare_row.children) == 3
+    for k, tile in enumerate(insp.compare_row.children):  # A, B (tokens per cell) and A − B: each with its colour bar
+        bar = tile.children[-1]
+        assert "arrcoc-colorbar" in bar._dom_classes and Image.open(io.BytesIO(bar.value)).width == insp._tile_width
+    ticks = rendering.difference_ticks(int(np.abs(diff).max()))
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(io.BytesIO(insp.compare_row.children[2].children[-1].value)).convert("RGB")),
+        rendering.colorbar(rendering.DIFF_CMAP, ticks[1], ticks[0], insp._tile_width, note=rendering.DIFF_NOTE))
 
     # the learned policy (weights may be untrained): the map is still exactly the outputs' difference
     insp.policy.value = "arrcoc"
@@ -154,18 +165,21 @@ def test_cell_selection_from_dropdown_and_click(pipe):
 
 def test_picker_upload_and_bad_inputs(pipe, photo):
     insp = Inspector(pipe)
-    for name in SKIMAGE:  # bundled in scikit-image's wheel: nothing downloads
-        assert any(Path(skimage.data.__file__).parent.glob(f"{name}.*")), name
-    insp.picker.value = "skimage/coffee"
-    assert insp.image.shape == (400, 600, 3) and insp.query.value == SKIMAGE["coffee"][1][0]
-    assert insp.last_output.image_size == (400, 600) and insp.overlay.shape == (400, 600, 3)
+    # the picker offers the shipped examples (package data: nothing renders or downloads), by their example:NAME
+    assert list(insp.sources) == [f"example:{e.name}" for e in list_examples()]
+    assert [s.label for s in insp.sources.values()][:1] == ["scenebench-paris (SceneBench scene)"]
+    astronaut = get_example("astronaut")
+    insp.picker.value = "example:astronaut"
+    assert insp.image.shape == (512, 512, 3) and insp.query.value == astronaut.question_pair()[0]
+    assert insp.compare_queries.value == astronaut.question_pair()[1]
+    assert insp.last_output.image_size == (512, 512) and insp.overlay.shape == (512, 512, 3)
     buf = io.BytesIO()
     Image.fromarray(photo).save(buf, format="PNG")
     insp.upload.value = ({"name": "mine.png", "type": "image/png", "size": buf.tell(),
                           "content": memoryview(buf.getvalue()),
                           "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
     assert insp.picker.label == "upload: mine.png" and np.array_equal(insp.image, photo)
-    assert insp.query.value == SKIMAGE["coffee"][1][0]  # an upload keeps the question
+    assert insp.query.value == astronaut.question_pair()[0]  # an upload keeps the question
     good = insp.last_output
     insp.query.value = "   "
     assert "query is empty" in insp.error and "query is empty" in insp.status.value
@@ -176,3 +190,11 @@ def test_picker_upload_and_bad_inputs(pipe, photo):
     assert insp.error is None and insp.last_output.query == GIST
     bundle = insp._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle and "ARR-COC Inspector" in bundle["text/plain"]
+
+
+def test_starts_on_a_named_example_without_adding_it_twice(pipe):
+    """The quickstart opens the inspector on its example by name: the picker selects that entry."""
+    insp = Inspector(pipe, image="example:astronaut", query=GIST, compare=[DETAIL])
+    assert insp.picker.value == "example:astronaut" and len(insp.sources) == len(list_examples())
+    np.testing.assert_array_equal(insp.image, get_example("astronaut").load())
+    assert insp.queries() == [GIST, DETAIL] and [o.query for o in insp.compare_outputs] == [GIST, DETAIL]

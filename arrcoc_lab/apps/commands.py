@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import CheckpointError, InputError
 from .checks import (check_eval_data, check_out_dir, check_out_image, check_pipeline_args, check_policies,
-                     check_train_data, output_folder, own_weights, paper_paths)
+                     check_train_data, output_folder, own_weights, paper_paths, preset_geometry)
 
 
 # ------------------------------------------------------------------------------ shared
@@ -109,7 +109,7 @@ def cmd_examples(args) -> int:
 def cmd_inspect(args) -> int:
     from ..examples import get_example, is_example_ref
     from ..inputs import check_query, load_image
-    from .rendering import overlay
+    from .rendering import describe, overlay_figure
 
     check_pipeline_args(args)
     out_path = check_out_image(args.out)
@@ -125,9 +125,11 @@ def cmd_inspect(args) -> int:
     image = load_image(args.image)  # read and checked once, before the model loads
     pipe = load(args)
     out = pipe(image, question, budget=args.budget, policy=args.policy)
-    print(report(out, shipped.answer_for(question) if shipped is not None else None))
-    if out_path is not None:
-        _save_png(overlay(image, out, mode=args.mode), out_path)
+    reference = shipped.answer_for(question) if shipped is not None else None
+    print(report(out, reference))
+    if out_path is not None:  # the overlay with a heading (question, answer, tokens) and its colour bar and legend
+        _save_png(overlay_figure(image, out, mode=args.mode, levels=pipe.geometry.levels,
+                                 head=describe(out, reference)), out_path)
         print(f"overlay saved to {out_path}")
     return 0
 
@@ -154,11 +156,10 @@ def cmd_run_phase(args) -> int:
 
 def cmd_eval(args) -> int:
     from ..evaluation.evaluate import run_eval
-    from ..modeling.presets import get_preset
 
     check_pipeline_args(args)
     policies = check_policies(args.policy.split(","))
-    check_eval_data(args.data, args.n_scenes, get_preset(args.preset).geometry)
+    check_eval_data(args.data, args.n_scenes, preset_geometry(args))
     out_dir = output_folder(args, f"eval/{args.data.replace(':', '-')}-{'-'.join(policies)}-{args.budget or 'default'}"
                                   + ("-heldout" if args.phrasing == "heldout" else ""))
     pipe = load(args)
@@ -191,16 +192,15 @@ def cmd_latency(args) -> int:
 
 def cmd_bench(args) -> int:
     from ..evaluation.bench import BenchConfig, run_bench
-    from ..modeling.presets import get_preset
     from ..policies import POLICIES
 
     check_pipeline_args(args)
     policies = tuple(sorted(POLICIES)) if args.policies == "all" else tuple(check_policies(args.policies.split(",")))
     data = tuple(s.strip() for s in args.data.split(","))
     for spec in data:
-        check_eval_data(spec, args.n_scenes, get_preset(args.preset).geometry)
+        check_eval_data(spec, args.n_scenes, preset_geometry(args))
     own = own_weights(args.own)
-    output_folder(args, f"bench/{args.preset}")  # --out / --update-reports checked before the model loads
+    output_folder(args, f"bench/{Path(args.preset).name}")  # --out / --update-reports checked before the model loads
     pipe = load(args)
     cfg = BenchConfig(data=data, n_scenes=args.n_scenes, policies=policies, paper_budgets=args.budgets,
                       batch_size=args.batch_size, flop_samples=args.flop_samples, paper_flops=not args.no_paper_flops,
@@ -286,23 +286,22 @@ def _train_encoder(pipe, args) -> int:
 
 
 def cmd_export(args) -> int:
-    """Ship trained weights: fp16 safetensors + resolved config into the package (lab) or a folder."""
-    from dataclasses import replace
-
+    """Ship trained weights as a Hugging Face model folder (Pipeline.save_pretrained): fp16
+    model.safetensors, the resolved config.json and a model card, into the package (lab) or --dest."""
     import torch
 
-    from ..checkpoint import load_weights, save_weights
-    from ..modeling.build import build
     from ..modeling.presets import get_preset
+    from ..pipeline import load_pipeline
 
-    cfg = get_preset(args.preset)
+    get_preset(args.preset)
     if not Path(args.weights).is_file():
         raise CheckpointError(f"weights file not found: {args.weights}")
-    dest = check_out_dir(args.dest, "--dest") / "model.safetensors"
-    built = build(cfg, load=False)
-    model = built.model
-    load_weights(model, args.weights)
-    save_weights(model, dest, config=replace(built.config, weights=None).to_dict(), dtype=torch.float16,
-                 metadata={"source": args.weights})
-    print(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB) and {dest.with_name('config.json')}")
+    if args.evaluation is not None and not Path(args.evaluation).exists():
+        raise InputError(f"--evaluation: not found: {args.evaluation}")
+    dest = check_out_dir(args.dest, "--dest")
+    pipe = load_pipeline(args.preset, weights=args.weights)
+    pipe.save_pretrained(dest, evaluation=args.evaluation, dtype=torch.float16)
+    weights = dest / "model.safetensors"
+    print(f"wrote {weights} ({weights.stat().st_size / 1e6:.1f} MB), {dest / 'config.json'} and the model card "
+          f"{dest / 'README.md'}")
     return 0

@@ -10,6 +10,7 @@ the browser tests (`make figures` runs them with ARRCOC_UPDATE_FIGURES=1).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -25,33 +26,32 @@ HERO_QUESTIONS = ("What does the billboard say?", "Read the number on the blue s
 def two_questions_figure(pipe, image: np.ndarray, questions: Sequence[str], budget: int = 64,
                          policy: str = "arrcoc", answers: Sequence[str | None] | None = None):
     """A matplotlib Figure: one panel per question (tokens per cell over the image, cell grid and
-    counts), one shared log-scale colour bar of tokens per cell, titles with the question, the
-    answer and the tokens spent."""
+    counts: `rendering.overlay`, the pixels the demo and the inspector show), one shared log-scale
+    colour bar of tokens per cell with its legend, titles with the question, the answer and the
+    tokens spent."""
     import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
     from matplotlib.colors import LogNorm
 
-    from .rendering import draw_cells
-    from PIL import Image
+    from .rendering import CELL_NOTE, overlay
 
     outs = pipe.compare(image, list(questions), budget=budget, policy=policy)
+    k = max(1, round(512 / max(image.shape[:2])))  # drawn at ≥ 512 px (pixels repeated) so the cell numbers are crisp
+    big = image.repeat(k, axis=0).repeat(k, axis=1)
     per_cell_full = outs[0].full_tokens / outs[0].tokens_per_cell.size
-    norm = LogNorm(vmin=1, vmax=per_cell_full)
     fig, axes = plt.subplots(1, len(outs), figsize=(3.6 * len(outs), 4.8), dpi=DPI, layout="constrained")
-    for k, (ax, out) in enumerate(zip(np.atleast_1d(axes), outs)):
-        grid = Image.fromarray(image.copy())
-        draw_cells(grid, out, labels=True)
-        h, w = image.shape[:2]
-        ax.imshow(np.asarray(grid))
-        im = ax.imshow(np.maximum(out.tokens_per_cell, 1), cmap="magma", norm=norm, alpha=0.5,
-                       extent=(0, w, h, 0), interpolation="nearest")
-        reference = answers[k] if answers else None
-        said = f'answer: "{out.answer}"' + (f' (reference "{reference}")' if reference else "")
+    for n, (ax, out) in enumerate(zip(np.atleast_1d(axes), outs)):
+        ax.imshow(overlay(big, dataclasses.replace(out, cell_boxes=out.cell_boxes * k), mode="tokens", alpha=0.5))
+        reference = answers[n] if answers else None
+        said = f"answer “{out.answer}”" + (f" (reference “{reference}”)" if reference else "")
         ax.set_title(f"{out.query}\n{said}\n{out.num_tokens} of {budget} tokens", fontsize=8.5)
         ax.set_axis_off()
-    bar = fig.colorbar(im, ax=axes, orientation="horizontal", fraction=0.05, pad=0.02, shrink=0.8)
-    ticks = [t for t in (1, 4, 16, 64) if t <= per_cell_full]
+    bar = fig.colorbar(ScalarMappable(LogNorm(vmin=1, vmax=per_cell_full), "magma"), ax=axes,
+                       orientation="horizontal", fraction=0.05, pad=0.02, shrink=0.8)
+    ticks = [t for t in pipe.geometry.levels if t <= per_cell_full]
     bar.set_ticks(ticks, labels=[str(t) for t in ticks])
-    bar.set_label("visual tokens per cell (log scale)", fontsize=8.5)
+    bar.minorticks_off()
+    bar.set_label(f"visual tokens per cell (log scale); {CELL_NOTE}", fontsize=8.5)
     bar.ax.tick_params(labelsize=8)
     return fig
 

@@ -1,27 +1,24 @@
 """The ARR-COC inspector: an ipywidgets app over one pipeline.
 
     from arrcoc_lab.widgets import Inspector
-    insp = Inspector(pipe)                       # picker starts on SceneBench test 0
+    insp = Inspector(pipe)                       # picker starts on the first shipped example
     insp                                          # displays in JupyterLab
     insp.query.value = "What city is this?"       # drive it from Python, as the tests do
     insp.last_output, insp.figure_data()          # and read its state back
 
-Inputs: image picker (SceneBench, DocSynth, scikit-image photos/pages) or upload, query, quality
-mode + budget slider, policy, view (relevance heatmap / tokens per cell / LOD grid), colormap,
-overlay opacity, cell selector (dropdown, or click the picture), compare mode (more queries, one
-per line, side by side with the tokens-per-cell difference A − B). Outputs: overlay + colour bar,
-answer, tokens and compression ratio, per-stage timings, per-cell table.
+Inputs: image picker (the shipped examples, arrcoc_lab.list_examples()) or upload, query, quality
+mode + budget slider, policy, view (relevance / tokens per cell / LOD grid), colormap, opacity,
+cell selector (dropdown, or click the picture), compare mode (more queries, one per line, side by
+side with the tokens-per-cell difference A − B). Outputs: every picture with its colour bar and
+legend, answer, tokens and compression ratio, per-stage timings, per-cell table.
 
-What re-runs: the pipeline caches SAM features per image, so a new query/budget/policy re-runs
-only the query-dependent stages (`out.timings["sam"] == 0.0`); the inspector also memoises
-outputs per (image, query, budget, policy), so compare mode does not recompute query B when only
-A changes. View, colormap, opacity and cell selection only redraw.
+What re-runs: SAM features are cached per image, so a new query/budget/policy re-runs only the
+query-dependent stages; outputs are memoised per (image, query, budget, policy), so compare mode
+does not recompute B when only A changes. View, colormap, opacity and cell selection only redraw.
 
-Drawing — plain PNGs in ipywidgets, with one tiny anywidget (`CellCanvas`, an ES-module string:
-nothing to build) for click to select a cell and the selected-cell outline. Every picture is
-exactly what `arrcoc_lab.apps.rendering` draws (`overlay`, `difference_overlay`, `colorbar`), the
-same pixels the CLI and the Gradio demo show, so tests assert array equality instead of
-re-deriving a plot's colour mapping. Why not plotly or matplotlib: docs/WIDGETS.md.
+Drawing: plain PNGs, and one tiny anywidget (`CellCanvas`: click to select a cell, its outline).
+Every picture is exactly what `arrcoc_lab.apps.rendering` draws, the same pixels the CLI and the
+Gradio demo show, so tests assert array equality. Why not plotly or matplotlib: docs/WIDGETS.md.
 """
 from __future__ import annotations
 
@@ -45,38 +42,38 @@ log = logging.getLogger(__name__)
 CMAPS = ("magma", "viridis", "inferno", "plasma", "cividis", "turbo", "gray")
 VIEWS = (("Relevance heatmap", "relevance"), ("Tokens per cell", "tokens"), ("LOD grid", "levels"))
 MEMO_SIZE = 64
+BAR_CLASS = "arrcoc-colorbar"  # every colour bar image (the browser test finds them by it)
 
 
 class Inspector:
     def __init__(self, pipe, image=None, query: str | None = None, compare: list[str] | None = None, *,
-                 image_name: str = "your image",
-                 budget="balanced", policy: str = "arrcoc", view: str = "tokens", cmap: str = "magma",
-                 opacity: float = 0.5, display_width: int = 384, sources: dict[str, Source] | None = None):
+                 image_name: str = "your image", budget="balanced", policy: str = "arrcoc", view: str = "tokens",
+                 cmap: str = "magma", opacity: float = 0.5, display_width: int = 384, sources: dict | None = None):
         self.pipe = pipe
         g = pipe.geometry
-        self.sources = dict(sources if sources is not None else default_sources(g))
+        self.sources = dict(sources if sources is not None else default_sources())
         self.display_width = display_width
         self._tile_width = display_width * 2 // 3  # compare-mode pictures
         self.image: np.ndarray | None = None  # the validated RGB array the pipeline sees
         self.last_output = None  # PipelineOutput of query A
         self.compare_outputs: list = []  # [A, B, ...] in compare mode, else []
         self.error: str | None = None
-        self.calls = 0  # pipeline calls made
-        self.encodes = 0  # of which ran SAM (timings["sam"] > 0)
+        self.calls, self.encodes = 0, 0  # pipeline calls made, of which ran SAM (timings["sam"] > 0)
         self._memo: OrderedDict = OrderedDict()
         self._image_version = 0
         self._held, self._pending, self._syncing = 0, False, False
         self._overlay: np.ndarray | None = None
-        self._colorbar: tuple[str, list] = ("", [])
+        self._colorbar: tuple[str, list] = ("", [])  # title, ticks of the main picture's colour bar
         self._compare_fig: dict = {}
         self._tiles: list[tuple[W.HTML, CellCanvas, W.Image]] = []
 
         # --- inputs
         self.picker = W.Dropdown(options=[(s.label, k) for k, s in self.sources.items()], value=None,
-                                 description="Image")
+                                 description="Image", layout=W.Layout(width="380px"))
         self.upload = W.FileUpload(accept="image/*", multiple=False, description="Upload")
         self.query = W.Text(description="Query", continuous_update=False, layout=W.Layout(width="560px"))
-        modes = [("Default", "default")] + [(f"{m.title()} ({b})", m) for m, b in g.quality_budgets.items()]
+        modes = [("Default", "default")] + [(f"{m.title()} ({b})", m) for m, b in  # fewest tokens first
+                                            sorted(g.quality_budgets.items(), key=lambda mb: mb[1])]
         self.mode = W.ToggleButtons(options=modes + [("Custom", "custom")], value="default",
                                     description="Quality", style={"button_width": "auto"})
         self.budget = W.IntSlider(min=g.min_tokens, max=g.max_tokens, value=g.min_tokens, description="Budget",
@@ -95,7 +92,7 @@ class Inspector:
         # --- outputs
         self.canvas = CellCanvas(display_width=display_width)
         self.canvas.add_class("arrcoc-main-canvas")
-        self.colorbar = W.Image(format="png", layout=W.Layout(width=f"{display_width}px"))
+        self.colorbar = W.Image(format="png", layout=W.Layout(width=f"{display_width}px"), _dom_classes=[BAR_CLASS])
         self.answer, self.stats = W.HTML(), W.HTML()
         self.timings, self.table, self.status = W.HTML(), W.HTML(), W.HTML()
         self.compare_row = W.HBox(layout=W.Layout(flex_flow="row wrap"))
@@ -105,17 +102,18 @@ class Inspector:
 
         for w, fn in ((self.picker, self._on_pick), (self.upload, self._on_upload), (self.mode, self._on_mode),
                       (self.budget, self._on_budget), (self.policy, self._on_policy),
-                      (self.query, self._on_input), (self.compare, self._on_input),
-                      (self.compare_queries, self._on_input), (self.view, self._on_style),
-                      (self.cmap, self._on_style), (self.opacity, self._on_style)):
+                      *((w, lambda c: self.run()) for w in (self.query, self.compare, self.compare_queries)),
+                      *((w, lambda c: self.render()) for w in (self.view, self.cmap, self.opacity))):
             w.observe(fn, names="value")
         self.cell.observe(lambda c: self.select_cell(c.new), names="value")
         self.canvas.observe(lambda c: self.select_cell(c.new), names="selected")
 
         with self.hold():
-            if image is not None:
+            if isinstance(image, str) and image in self.sources:  # "example:NAME": that picker entry
+                self.picker.value = image
+            elif image is not None:
                 self.set_image(image, image_name, [q for q in [query, *(compare or [])] if q])
-            else:
+            elif self.sources:
                 self.picker.value = next(iter(self.sources))
             if query:
                 self.query.value = query
@@ -246,12 +244,6 @@ class Inspector:
             return self._on_mode(None)  # the slider shows this policy's default budget
         self.run()
 
-    def _on_input(self, change) -> None:
-        self.run()
-
-    def _on_style(self, change) -> None:
-        self.render()
-
     # ------------------------------------------------------------------ running
     def run(self) -> None:
         """Run the pipeline for the current inputs (the image is encoded once; outputs are memoised)."""
@@ -302,7 +294,8 @@ class Inspector:
         self.canvas.show(self._overlay, out.cell_boxes, self._tips(out), alt=f"{mode} overlay for {out.query}",
                          max_side=2 * self.display_width)
         self._colorbar = rendering.colorbar_ticks(out, mode, self.pipe.geometry.levels)
-        self.colorbar.value = encode(rendering.colorbar(cmap, self._colorbar[1], self._colorbar[0], self.display_width))
+        self.colorbar.value = encode(rendering.colorbar(cmap, self._colorbar[1], self._colorbar[0], self.display_width,
+                                                        note=rendering.CELL_NOTE))
         self.answer.value, self.stats.value = answer_html(out), summary_html(out)
         self.timings.value = timings_html(out.timings)
         self._render_compare(mode, cmap, alpha)
@@ -316,8 +309,8 @@ class Inspector:
         while len(self._tiles) <= k:
             canvas = CellCanvas(display_width=self._tile_width)
             canvas.observe(lambda c: self.select_cell(c.new), names="selected")
-            self._tiles.append((W.HTML(layout=W.Layout(max_width=f"{self._tile_width}px")), canvas,
-                                W.Image(format="png", layout=W.Layout(width=f"{self._tile_width}px"))))
+            bar = W.Image(format="png", layout=W.Layout(width=f"{self._tile_width}px"), _dom_classes=[BAR_CLASS])
+            self._tiles.append((W.HTML(layout=W.Layout(max_width=f"{self._tile_width}px")), canvas, bar))
         return self._tiles[k]
 
     def _render_compare(self, mode: str, cmap: str, alpha: float) -> None:
@@ -328,6 +321,8 @@ class Inspector:
             return
         a, names = outs[0], [chr(65 + k) for k in range(len(outs))]
         fig = {"queries": [o.query for o in outs], "overlays": [], "differences": [], "difference_overlays": []}
+        bar_title, ticks = rendering.colorbar_ticks(a, mode, self.pipe.geometry.levels)
+        legend = encode(rendering.colorbar(cmap, ticks, bar_title, self._tile_width, note=rendering.CELL_NOTE))
         children = []
         for k, o in enumerate(outs):
             title, canvas, bar = self._tile(k)
@@ -335,7 +330,8 @@ class Inspector:
             canvas.show(fig["overlays"][-1], o.cell_boxes, self._tips(o), max_side=2 * self._tile_width)
             title.value = (f"<b>{names[k]}</b>: {html.escape(o.query)}<br>{o.num_tokens} tokens · "
                            f"answer <i>{html.escape(o.answer) or '∅'}</i>")
-            children.append(W.VBox([title, canvas]))
+            bar.value = legend
+            children.append(W.VBox([title, canvas, bar]))
         for k, o in enumerate(outs[1:], start=len(outs)):
             title, canvas, bar = self._tile(k)
             diff = rendering.difference(a, o)
@@ -345,7 +341,8 @@ class Inspector:
                         [f"cell ({i}, {j}): A − {names[k - len(outs) + 1]} = {int(d):+d} tokens"
                          for (i, j), d in np.ndenumerate(diff)], max_side=2 * self._tile_width)
             bar_title, ticks = rendering.difference_ticks(int(np.abs(diff).max()))
-            bar.value = encode(rendering.colorbar(rendering.DIFF_CMAP, ticks, bar_title, self._tile_width))
+            bar.value = encode(rendering.colorbar(rendering.DIFF_CMAP, ticks, bar_title, self._tile_width,
+                                                  note=rendering.DIFF_NOTE))
             title.value = (f"<b>A − {names[k - len(outs) + 1]}</b>: {a.num_tokens} − {o.num_tokens} = "
                            f"{a.num_tokens - o.num_tokens:+d} tokens; {int((diff != 0).sum())} cells differ")
             children.append(W.VBox([title, canvas, bar]))
@@ -391,7 +388,7 @@ class Inspector:
         return {
             "mode": self.view.value, "cmap": self.cmap.value, "alpha": float(self.opacity.value),
             "values": rendering.map_values(out, self.view.value), "overlay": self._overlay,
-            "colorbar": {"title": self._colorbar[0], "ticks": list(self._colorbar[1])},
+            "colorbar": {"title": self._colorbar[0], "ticks": list(self._colorbar[1]), "note": rendering.CELL_NOTE},
             "answer": out.answer, "num_tokens": out.num_tokens, "compression_ratio": out.compression_ratio,
             "timings": dict(out.timings), "cells": self.cell_rows(),
             "selected_cell": self.selected_cell, "selected_box": tuple(self.canvas.boxes[k]) if k >= 0 else None,

@@ -1,6 +1,7 @@
-"""Images the inspector's picker offers: SceneBench scenes and DocSynth pages (rendered on demand,
-with their own detail and gist questions) and a few real photos and scanned pages that ship
-inside scikit-image's wheel (no download)."""
+"""Images the inspector's picker offers: the example images that ship inside the package
+(`arrcoc_lab.list_examples()`: SceneBench scenes, DocSynth pages, a photo and a scanned page), each
+with its own detail and gist question, read from their PNG files when first picked (nothing is
+rendered or downloaded). Images you pass in or upload are added beside them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,15 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-# scikit-image sample images bundled in the wheel (skimage/data/*.png|jpg), with a detail and a gist question.
-SKIMAGE = {
-    "astronaut": ("photo: astronaut", ["What is written on the flag patch?", "Who is this?"]),
-    "coffee": ("photo: coffee cup", ["What pattern is in the foam?", "What is in the cup?"]),
-    "chelsea": ("photo: cat", ["What colour are the cat's eyes?", "What animal is this?"]),
-    "rocket": ("photo: rocket launch", ["What is written on the rocket?", "What is happening?"]),
-    "text": ("photo: text on a sign", ["What does the sign say?", "Is there text in this image?"]),
-    "page": ("scan: book page", ["What is the first word on the page?", "What kind of document is this?"]),
-}
+KIND_LABELS = {"scenebench": "SceneBench scene", "docsynth": "DocSynth page", "photo": "photo", "scan": "scan"}
 
 
 @dataclass
@@ -32,30 +25,21 @@ class Source:
         return self._loaded
 
 
-def _example(dataset: str, index: int, image_size: int, patch_size: int) -> tuple[np.ndarray, list[str]]:
-    from arrcoc_lab.data.examples import example
+def _shipped(example) -> tuple[np.ndarray, list[str]]:
+    return example.load(), list(example.question_pair())
+
+
+def default_sources() -> dict[str, Source]:
+    """Picker entries keyed by value ("example:NAME", the name every image argument accepts), one
+    per shipped example, in `list_examples()` order; labelled "NAME (kind)". Empty when the package
+    was installed without its data files (the picker then offers only what is passed in)."""
+    from arrcoc_lab.errors import InputError
+    from arrcoc_lab.examples import EXAMPLE_PREFIX, list_examples
 
     try:
-        ex = example(dataset, index, image_size=image_size, patch_size=patch_size)
-    except ValueError:  # geometries too small for the generators (e.g. tiny): their default size
-        ex = example(dataset, index)
-    return ex.image, list(ex.questions)
-
-
-def _skimage(name: str) -> tuple[np.ndarray, list[str]]:
-    import skimage.data
-
-    return getattr(skimage.data, name)(), list(SKIMAGE[name][1])
-
-
-def default_sources(geometry=None, scenes: int = 3, pages: int = 2) -> dict[str, Source]:
-    """Picker entries keyed by value. Examples render lazily, at the pipeline's input size."""
-    size, patch = (geometry.image_size, geometry.patch_size) if geometry is not None else (256, 8)
-    out: dict[str, Source] = {}
-    for dataset, label, n in (("scenebench", "SceneBench", scenes), ("docsynth", "DocSynth", pages)):
-        for i in range(n):
-            out[f"{dataset}/{i}"] = Source(f"{dataset}/{i}", f"{label} test {i}",
-                                           lambda dataset=dataset, i=i: _example(dataset, i, size, patch))
-    for name, (label, _) in SKIMAGE.items():
-        out[f"skimage/{name}"] = Source(f"skimage/{name}", f"{label} (scikit-image)", lambda name=name: _skimage(name))
-    return out
+        examples = list_examples()
+    except InputError:
+        return {}
+    return {f"{EXAMPLE_PREFIX}{e.name}": Source(f"{EXAMPLE_PREFIX}{e.name}", f"{e.name} ({KIND_LABELS.get(e.kind, e.kind)})",
+                                                lambda e=e: _shipped(e))
+            for e in examples}

@@ -1,4 +1,4 @@
-"""Gradio demo (DESIGN §6): one image, a question, a budget and a policy in; the relevance heatmap,
+"""Gradio demo (docs/DEMO.md): one image, a question, a budget and a policy in; the relevance heatmap,
 the tokens-per-cell map, the answer, tokens used, compression ratio and per-stage timings out; and
 the same image under a second question side by side with the per-cell difference.
 

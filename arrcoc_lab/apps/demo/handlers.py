@@ -279,23 +279,26 @@ class DemoHandlers:
             raise InputError(f"{which}{e}") from e
 
     def analyze(self, image, query, quality="Balanced", budget=None, policy="arrcoc", opacity=0.5):
-        """One image, one question: relevance overlay, tokens-per-cell overlay, answer, tokens used,
-        compression ratio vs full resolution, per-stage timings (ms), and the allocation as JSON."""
+        """One image, one question: relevance overlay, tokens-per-cell overlay (each with its colour
+        bar and legend under it), answer, tokens used, compression ratio vs full resolution,
+        per-stage timings (ms), and the allocation as JSON."""
         alpha = parse_opacity(opacity)
         budget_arg = self._check(query, quality, budget, policy)
         rgb = image_from_payload(image, self.max_image_pixels, self.roots)
         out = self._run(rgb, query, budget_arg, policy)
         t0 = time.perf_counter()
         shown, out_shown = display_copy(rgb, out, self.pipe.geometry)
-        rel = rendering.overlay(shown, out_shown, mode="relevance", alpha=alpha)
-        tok = rendering.overlay(shown, out_shown, mode="tokens", alpha=alpha)
+        levels = self.pipe.geometry.levels
+        rel = rendering.overlay_figure(shown, out_shown, mode="relevance", alpha=alpha, levels=levels)
+        tok = rendering.overlay_figure(shown, out_shown, mode="tokens", alpha=alpha, levels=levels)
         render = time.perf_counter() - t0
         return (rel, tok, out.answer, out.num_tokens, round(out.compression_ratio, 2),
                 timings_rows(out, render), allocation_dict(out))
 
     def compare(self, image, query, query2, quality="Balanced", budget=None, policy="arrcoc", opacity=0.5):
         """The same image under two questions: both allocations side by side (tokens per cell on
-        top, relevance below), their per-cell difference A − B, a summary, and both as JSON."""
+        top, relevance below, each row with its colour bar), their per-cell difference A − B (with
+        its colour bar), a summary, and both as JSON."""
         alpha = parse_opacity(opacity)
         budget_arg = self._check(query, quality, budget, policy, which="question A: ")
         self._check(query2, quality, budget, policy, which="question B: ")
@@ -304,13 +307,14 @@ class DemoHandlers:
         b = self._run(rgb, query2, budget_arg, policy, which="question B: ")
         shown, a_shown = display_copy(rgb, a, self.pipe.geometry)
         _, b_shown = display_copy(rgb, b, self.pipe.geometry)
-        titles = [f"A: {a.query} — {a.num_tokens} tok", f"B: {b.query} — {b.num_tokens} tok"]
+        titles = [f"A: {a.query} — {a.num_tokens} tokens", f"B: {b.query} — {b.num_tokens} tokens"]
+        levels = self.pipe.geometry.levels
         pair = np.concatenate([
-            rendering.side_by_side(shown, [a_shown, b_shown], mode="tokens", alpha=alpha, titles=titles),
-            rendering.side_by_side(shown, [a_shown, b_shown], mode="relevance", alpha=alpha,
+            rendering.side_by_side(shown, [a_shown, b_shown], mode="tokens", alpha=alpha, titles=titles, levels=levels),
+            rendering.side_by_side(shown, [a_shown, b_shown], mode="relevance", alpha=alpha, levels=levels,
                                    titles=["A: relevance", "B: relevance"])], axis=0)
         diff = rendering.difference(a, b)
-        picture = rendering.difference_overlay(shown, diff, a_shown.cell_boxes, alpha)
+        picture = rendering.difference_figure(shown, diff, a_shown.cell_boxes, alpha)
         result = {"a": allocation_dict(a), "b": allocation_dict(b), "difference": diff.astype(int).tolist(),
                   "cells_differing": int((diff != 0).sum())}
         return pair, picture, compare_markdown(a, b, diff), result

@@ -113,9 +113,9 @@ def _analyze_outputs(ui: SimpleNamespace, g) -> None:
     with gr.Column(scale=3):
         with gr.Row():
             ui.rel_img = gr.Image(label="Relevance (question A)", format="png", interactive=False,
-                                  elem_classes="arrcoc-out")
+                                  elem_classes="arrcoc-out", elem_id="arrcoc-relevance-map")
             ui.tok_img = gr.Image(label="Tokens per cell (question A)", format="png", interactive=False,
-                                  elem_classes="arrcoc-out")
+                                  elem_classes="arrcoc-out", elem_id="arrcoc-tokens-map")
         ui.answer = gr.Textbox(label="Answer", interactive=False, elem_id="arrcoc-answer")
         with gr.Row():
             ui.tokens = gr.Number(label="Visual tokens used", precision=0, interactive=False, elem_id="arrcoc-tokens")
@@ -170,9 +170,9 @@ def _compare_outputs(ui: SimpleNamespace) -> None:
                 "Right: the per-cell token difference A − B (red: A spends more, blue: B does).")
     with gr.Row():
         ui.pair_img = gr.Image(label="A | B: tokens per cell (top), relevance (bottom)", format="png",
-                               interactive=False, show_label=False, scale=2)
+                               interactive=False, show_label=False, scale=2, elem_id="arrcoc-pair-map")
         ui.diff_img = gr.Image(label="Per-cell difference A − B (tokens)", format="png", interactive=False,
-                               show_label=False, scale=1)
+                               show_label=False, scale=1, elem_id="arrcoc-diff-map")
     ui.summary = gr.Markdown(label="Comparison", elem_id="arrcoc-summary")
     with gr.Accordion("Both allocations (JSON)", open=False):
         ui.both = gr.JSON(label="A, B and A − B")
