@@ -236,13 +236,15 @@ class Pipeline:
 
 def load_pipeline(preset: str | Path = "lab", weights: str | Path | None = None, device: str | torch.device | None = None,
                   config: str | Path | PipelineConfig | None = None, **preset_kwargs) -> Pipeline:
-    """Build a pipeline. `preset` names a registry entry (lab, paper, tiny), or is a folder written
+    """Build a pipeline. `preset` names a registry entry (lab, paper, tiny, hf-vlm), or is a folder written
     by `Pipeline.save_pretrained` (a Path, or a path string that is not a preset name, e.g.
     "runs/lab/hf" or "./lab"): its config.json and model.safetensors load offline, checked like any
     weights (the shipped arrcoc_lab/weights/lab/ is such a folder). `config` (a JSON file or
     PipelineConfig) replaces the preset's or the folder's config; `weights` is our safetensors
     file, or "random" for the seeded initialisation (where training starts; no warning, since it
-    was asked for). `lab` loads the shipped weights when they exist and warns when it has to run untrained."""
+    was asked for). `lab` loads the shipped weights when they exist and warns when it has to run untrained.
+    `preset_kwargs` go to the preset: load_pipeline("hf-vlm", vlm_path=DIR) wraps a local LLaVA or
+    Qwen2-VL folder (docs/HF_VLM.md); it runs training-free without weights of ours, so it does not warn."""
     device = check_device(device)
     folder = _as_folder(preset)
     if folder is not None:
@@ -264,7 +266,7 @@ def load_pipeline(preset: str | Path = "lab", weights: str | Path | None = None,
         cfg = replace(cfg, weights=str(weights))  # a copy: the caller's config stays as it was
     elif cfg.preset == "lab" and cfg.weights is None and LAB_WEIGHTS.is_file() and config is None:
         cfg = replace(cfg, weights=str(LAB_WEIGHTS))
-    if cfg.weights is None and not seeded_init:
+    if cfg.weights is None and not seeded_init and cfg.vlm is None:  # hf-vlm: a real VLM, zero-shot relevance
         warnings.warn(f"preset {cfg.preset!r} runs with untrained weights: allocations and answers are not meaningful "
                       "until trained weights are loaded", UntrainedWeightsWarning, stacklevel=2)
     return _build(cfg, device)

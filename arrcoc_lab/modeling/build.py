@@ -1,6 +1,7 @@
 """Build an ARR-COC model from a PipelineConfig: each stage from its own config, widths wired
 from the stages actually built. The caller's config is never changed: `build` returns the
-resolved copy beside the model (that copy is what gets saved next to checkpoints and reports)."""
+resolved copy beside the model (that copy is what gets saved next to checkpoints and reports).
+A config with a `vlm` section (preset hf-vlm) builds the same ARRCOC around an existing VLM."""
 from __future__ import annotations
 
 import copy
@@ -8,6 +9,7 @@ import logging
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from .adapter import QualityAdapter
 from .allocator import Allocator
@@ -21,6 +23,9 @@ from .projector import Projector
 from .query_encoder import build_query_encoder
 from .relevance import RelevanceAnalyzer
 from .sam_encoder import SamEncoder
+from .vlm import VLMVisionTower, check_vlm_weights, load_vlm
+from .vlm_llm import VLMLanguageModel
+from .vlm_stages import IdentityAdapter, PassThroughClip, PoolingCompressor, VLMQueryEncoder, VLMRelevanceAnalyzer
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +48,10 @@ def build(cfg: PipelineConfig, load: bool = True) -> Built:
     cfg = copy.deepcopy(cfg)  # _build writes the resolved widths into this copy only
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
-        model = _build(cfg)
+        model = _build(cfg) if cfg.vlm is None else _build_vlm(cfg)
     if load and cfg.weights:
+        if cfg.vlm is not None:
+            check_vlm_weights(model, cfg.weights)
         load_weights(model, cfg.weights)
     return Built(model.eval(), cfg)
 
@@ -77,6 +84,36 @@ def _build(cfg: PipelineConfig) -> ARRCOC:
         clip=clip,
         adapter=QualityAdapter(cfg.adapter),
         projector=Projector(cfg.projector),
+        llm=llm,
+        probes=cfg.probes,
+    )
+
+
+def _build_vlm(cfg: PipelineConfig) -> ARRCOC:
+    """hf-vlm: the VLM's vision tower + projector in SAM's place, pass-throughs for CLIP, adapter and
+    projector, the VLM's language model as the LLM; the analyzer and the allocator as in every preset,
+    at the VLM's width. Writes the widths into `cfg` (a private copy)."""
+    g = cfg.geometry
+    vlm, processor, tokenizer = load_vlm(cfg.vlm)
+    tower = VLMVisionTower(vlm, cfg.vlm.family, g, getattr(processor, "image_processor", None))
+    llm = VLMLanguageModel(cfg.vlm, vlm, processor, tokenizer, g)
+    query_encoder = VLMQueryEncoder(build_query_encoder(cfg.query), vlm.get_input_embeddings(), tokenizer)
+    width = cfg.vlm.hidden_size = tower.out_chans
+    cfg.relevance.query_dim = cfg.allocator.query_dim = query_encoder.dim
+    cfg.relevance.in_dim = cfg.compressor.in_dim = cfg.allocator.feature_dim = width
+    cfg.compressor.dim = cfg.adapter.dim = cfg.projector.in_dim = cfg.projector.out_dim = width
+    cfg.compressor.learned_heads = False
+    cfg.adapter.n_levels = len(g.levels)
+    return ARRCOC(
+        geometry=g,
+        sam=tower,
+        query_encoder=query_encoder,
+        relevance=VLMRelevanceAnalyzer(cfg.relevance, g),
+        allocator=Allocator(cfg.allocator, g),
+        compressor=PoolingCompressor(cfg.compressor, g),
+        clip=PassThroughClip(width),
+        adapter=IdentityAdapter(),
+        projector=nn.Identity(),
         llm=llm,
         probes=cfg.probes,
     )

@@ -10,6 +10,9 @@ budgets; training asks for its allocation modes through the same call (`gumbel_t
 straight-through allocator, an `OraclePolicy` for phase 0's given allocations, `stop_after` for
 the phases that train only the analyzer).
 
+The hf-vlm preset builds this same class around an existing VLM (modeling/vlm*.py): its vision
+tower in SAM's place, pass-throughs for CLIP, adapter and projector, its language model as the LLM.
+
 Token-level policies (the literature reducers) allocate the top level everywhere and cut the full
 token set to the budget after the compressor (ToMe) or after CLIP (FastV, SparseVLM, VisionZip,
 M3): `policy.reduce()`. That decision is the policy's allocation, so its time and FLOPs are booked
@@ -162,18 +165,26 @@ class ARRCOC(nn.Module):
     def _answer(self, tr: Trace, questions: list[str], answers: list[str] | None, generate: bool,
                 max_new_tokens: int | None) -> ModelOutput:
         answer_loss = out = None
+        where = self._token_positions(tr)
         with tr.stage("llm"):
             if answers is not None:
-                answer_loss = self.llm.answer_loss(tr.visual, tr.tokens.mask, questions, answers, query=tr.query)
+                answer_loss = self.llm.answer_loss(tr.visual, tr.tokens.mask, questions, answers, query=tr.query,
+                                                   **where)
             if generate:
-                out = self.llm.generate(tr.visual, tr.tokens.mask, questions, max_new_tokens, query=tr.query)
+                out = self.llm.generate(tr.visual, tr.tokens.mask, questions, max_new_tokens, query=tr.query, **where)
         return ModelOutput(trace=tr, answers=out, loss=answer_loss.mean if answer_loss else None,
                            answer_loss=answer_loss)
 
     def _layer_attention(self, tr: Trace):
         """LLMScoring's view of one LLM layer's attention, with this forward's question states."""
         return lambda visual, mask, questions, layer: self.llm.layer_attention(visual, mask, questions, layer,
-                                                                               query=tr.query)
+                                                                               query=tr.query,
+                                                                               **self._token_positions(tr))
+
+    def _token_positions(self, tr: Trace) -> dict:
+        """The token set's centres, for an LLM stage that places visual tokens by position (hf-vlm:
+        Qwen2-VL's M-RoPE); nothing for the others."""
+        return {"positions": tr.tokens.positions} if getattr(self.llm, "reads_positions", False) else {}
 
     def _llm_inputs(self, clip_tokens: torch.Tensor, tokens: TokenSet) -> torch.Tensor:
         """A token set as the LLM would see it (adapter → projector), for LLMScoring: (B, T, H)."""

@@ -3,6 +3,8 @@
   lab    CPU-sized, the real architectures, paper ratios (1 token/cell = 1/4 of uniform = 1/64 of full)
   paper  DeepSeek-OCR geometry, official SAM / open_clip / Hugging Face checkpoints from local paths
   tiny   the smallest working configuration, for tests
+  hf-vlm an existing Hugging Face VLM (LLaVA, Qwen2-VL) from a local folder: its vision tower gives
+         the patch grid, its LLM answers (modeling/vlm.py)
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from .projector import ProjectorConfig
 from .query_encoder import QueryEncoderConfig
 from .relevance import RelevanceConfig
 from .sam_encoder import SamEncoderConfig
+from .vlm import DTYPES, VLMConfig, inspect_vlm, vlm_geometry
 
 
 @dataclass
@@ -40,14 +43,17 @@ class PipelineConfig:
     weights: str | None = None  # safetensors file of our trained weights
     probes: bool = True  # interface checks at every stage boundary
     seed: int = 0  # seed of the random initialisation (the lab SAM stays at its seeded init, frozen, unless the optional encoder phase pre-trains it)
+    vlm: VLMConfig | None = None  # hf-vlm: the wrapped VLM; None (and absent from the JSON) for the other presets
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
+        if d["vlm"] is None:  # configs of the other presets (and the runs that recorded them) stay as they were
+            del d["vlm"]
         return {k: (v.to_dict() if isinstance(v, Geometry) else asdict(v) if is_dataclass(v) else v) for k, v in d.items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "PipelineConfig":
-        kinds = {f.name: f.default_factory for f in fields(cls) if f.default_factory is not None}
+        kinds = {f.name: f.default_factory for f in fields(cls) if f.default_factory is not None} | {"vlm": VLMConfig}
         kwargs = {}
         for k, v in d.items():
             if k not in {f.name for f in fields(cls)}:
@@ -162,3 +168,34 @@ def tiny() -> PipelineConfig:
                       max_new_tokens=6),
     )
     return _wire(cfg, feat=16, width=32, hidden=32)
+
+
+def hf_vlm(vlm_path: str | None = None, image_size: int | None = None, cell_patches: int | None = None,
+           dtype: str = "auto", max_new_tokens: int = 32, prompt: str = "",
+           weights: str | None = None) -> PipelineConfig:
+    """An existing VLM from a local Hugging Face folder (LlavaForConditionalGeneration or
+    Qwen2VLForConditionalGeneration): its vision tower + projector give the token grid, its LLM
+    answers. Geometry from its vision config: one patch = one of its visual tokens (LLaVA-1.5 336²,
+    patch 14 → 24×24; Qwen2-VL at image_size, default 672 → 24×24 merged tokens), cells of 4×4
+    tokens there (6×6 cells, levels 1/4/16: 36 … 576 = the VLM's own count). `weights`: our trained
+    analyzer (phase 1-A) for this VLM."""
+    if not vlm_path:
+        raise InputError("preset 'hf-vlm' needs vlm_path=DIR: a local Hugging Face LLaVA or Qwen2-VL folder "
+                         "(load_pipeline('hf-vlm', vlm_path=DIR))")
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}; known: {list(DTYPES)}")
+    path = Path(vlm_path).expanduser().resolve()  # a saved config finds the VLM from anywhere
+    spec = inspect_vlm(path, image_size)
+    cfg = PipelineConfig(
+        preset="hf-vlm", geometry=vlm_geometry(spec.image_size, spec.token_px, cell_patches),
+        query=QueryEncoderConfig(kind="minilm"),
+        relevance=RelevanceConfig(dim=128, heads=4),
+        compressor=CompressorConfig(learned_heads=False),
+        vlm=VLMConfig(path=str(path), family=spec.family, dtype=dtype, hidden_size=spec.hidden_size,
+                      max_new_tokens=max_new_tokens, prompt=prompt),
+        weights=weights,
+    )
+    return _wire(cfg, feat=spec.hidden_size, width=spec.hidden_size, hidden=spec.hidden_size)
+
+
+PRESETS["hf-vlm"] = hf_vlm  # a name with a hyphen: registered by hand
