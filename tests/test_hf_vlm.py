@@ -279,3 +279,15 @@ def test_phase1a_trains_the_analyzer_on_region_labels(tmp_path):
         assert all(p.grad is None for p in model.llm.model.parameters())
     finally:
         model.zero_grad(set_to_none=True)
+
+
+def test_cli_runs_the_hf_vlm_preset_and_refuses_its_options_elsewhere(folders, capsys):
+    from arrcoc_lab.apps.cli import main
+
+    args = ["inspect", "example:scenebench-paris", QUESTION, "--preset", "hf-vlm", "--vlm-path", str(folders["llava"])]
+    assert main(args + ["--budget", "36", "--policy", "uniform"]) == 0
+    assert "visual tokens" in capsys.readouterr().out
+    assert main(["inspect", "example:scenebench-paris", QUESTION, "--vlm-path", str(folders["llava"])]) == 2
+    assert "--vlm-path apply to the hf-vlm preset" in capsys.readouterr().err
+    assert main(["inspect", "example:scenebench-paris", QUESTION, "--preset", "hf-vlm"]) == 2
+    assert "needs vlm_path" in capsys.readouterr().err

@@ -9,33 +9,36 @@ from pathlib import Path
 from ..errors import CheckpointError, InputError
 
 PAPER_PATHS = ("sam_checkpoint", "clip_pretrained", "llm_path")
+PRESET_OPTIONS = {"paper": PAPER_PATHS, "hf-vlm": ("vlm_path", "vlm_image_size", "vlm_dtype")}
+_PRESET_KWARG = {"vlm_image_size": "image_size", "vlm_dtype": "dtype"}  # the CLI flag's name → the preset's argument
 
 
 def paper_paths(args) -> dict:
-    """--sam-checkpoint / --clip-pretrained / --llm-path: only the paper preset reads them."""
-    paths = {k: getattr(args, k) for k in PAPER_PATHS if getattr(args, k, None)}
-    if paths and args.preset != "paper":
-        flags = ", ".join("--" + k.replace("_", "-") for k in paths)
-        raise InputError(f"{flags} apply to the paper preset, not {args.preset!r}; add --preset paper")
-    return paths
+    """The preset's own options, as get_preset / load_pipeline keywords: --sam-checkpoint /
+    --clip-pretrained / --llm-path for paper, --vlm-path / --vlm-image-size / --vlm-dtype for
+    hf-vlm. An option given to a preset that does not read it is refused."""
+    given = {k: getattr(args, k) for opts in PRESET_OPTIONS.values() for k in opts if getattr(args, k, None)}
+    own = PRESET_OPTIONS.get(str(args.preset), ())
+    foreign = [k for k in given if k not in own]
+    if foreign:
+        flags = ", ".join("--" + k.replace("_", "-") for k in foreign)
+        owner = next(p for p, opts in PRESET_OPTIONS.items() if foreign[0] in opts)
+        raise InputError(f"{flags} apply to the {owner} preset, not {args.preset!r}; add --preset {owner}")
+    return {_PRESET_KWARG.get(k, k): v for k, v in given.items()}
 
 
 def check_pipeline_args(args) -> None:
     """What `load` will load, checked before anything else: the preset, the paper paths, the device
     and that the weights and config files exist."""
-    from ..modeling.presets import get_preset
-    from ..pipeline import RANDOM, check_device
+    from ..checkpoint import check_folder
+    from ..pipeline import RANDOM, _as_folder, check_device
 
-    from ..pipeline import _as_folder
-
+    paper_paths(args)
     folder = _as_folder(args.preset)
     if folder is not None:
-        from ..checkpoint import check_folder
-
         check_folder(folder, weights=args.weights is None)
     elif args.config is None:
-        get_preset(args.preset)
-    paper_paths(args)
+        preset_config(args)
     check_device(args.device)
     if args.weights not in (None, RANDOM) and not Path(args.weights).is_file():
         raise CheckpointError(f"--weights: file not found: {args.weights}")
@@ -46,7 +49,6 @@ def check_pipeline_args(args) -> None:
 def preset_geometry(args):
     """The geometry the command will run at, known before any model is built: the preset's, or the
     config.json of a saved folder or of --config."""
-    from ..modeling.presets import get_preset
     from ..pipeline import _as_folder, read_config
 
     folder = _as_folder(args.preset)
@@ -54,7 +56,15 @@ def preset_geometry(args):
         return read_config(args.config).geometry
     if folder is not None:
         return read_config(folder / "config.json", CheckpointError).geometry
-    return get_preset(args.preset).geometry
+    return preset_config(args).geometry
+
+
+def preset_config(args):
+    """The preset's config as the command will build it (hf-vlm reads its VLM's config.json; the
+    paper preset's checkpoint files are checked when the model loads)."""
+    from ..modeling.presets import get_preset
+
+    return get_preset(args.preset, **paper_paths(args)) if args.preset == "hf-vlm" else get_preset(args.preset)
 
 
 def check_policies(names) -> list[str]:

@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _pipeline_options(sp, allocation: bool = True) -> None:
     """What `commands.load` loads (preset, weights, config, device, paper checkpoints); `allocation`: policy, budget."""
     sp.add_argument("--preset", default="lab",
-                    help="lab | paper | tiny, or a folder written by save_pretrained / export (default lab)")
+                    help="lab | paper | tiny | hf-vlm (with --vlm-path), or a folder written by save_pretrained / "
+                         "export (default lab)")
     sp.add_argument("--weights", default=None, help="our safetensors weights, or random (default: the preset's shipped weights)")
     sp.add_argument("--config", default=None, help="a config.json that replaces the preset")
     sp.add_argument("--device", default=None, help="cpu, cuda, … (default cpu)")
@@ -171,6 +172,11 @@ def _pipeline_options(sp, allocation: bool = True) -> None:
     sp.add_argument("--sam-checkpoint", dest="sam_checkpoint", default=None, help="paper: official SAM .pth")
     sp.add_argument("--clip-pretrained", dest="clip_pretrained", default=None, help="paper: open_clip checkpoint")
     sp.add_argument("--llm-path", dest="llm_path", default=None, help="paper: Hugging Face model directory")
+    sp.add_argument("--vlm-path", dest="vlm_path", default=None,
+                    help="hf-vlm: a local LLaVA or Qwen2-VL folder (docs/HF_VLM.md)")
+    sp.add_argument("--vlm-image-size", dest="vlm_image_size", type=_count(1), default=None,
+                    help="hf-vlm: input size in pixels (default: the VLM's own)")
+    sp.add_argument("--vlm-dtype", dest="vlm_dtype", default=None, help="hf-vlm: auto, float32, bfloat16, … (default auto)")
 
 
 def _report_options(sp, what: str) -> None:

@@ -85,5 +85,6 @@ def set_trainable(model, phase: PhaseConfig) -> list[nn.Parameter]:
     model.requires_grad_(False)
     for name in phase.trainable:
         getattr(model, name).requires_grad_(True)
-    model.clip.visual.conv1.requires_grad_(False)  # bypassed patch embedding
+    if hasattr(model.clip, "visual"):  # open_clip's tower (hf-vlm's pass-through CLIP stage has none)
+        model.clip.visual.conv1.requires_grad_(False)  # bypassed patch embedding
     return [p for p in model.parameters() if p.requires_grad]
