@@ -1,4 +1,4 @@
-"""The public contract (DESIGN §5):
+"""The public contract (README, "Python API"):
 
     pipe = load_pipeline("lab")
     out = pipe(image, "What's the formula on the billboard?", budget=64, policy="arrcoc")

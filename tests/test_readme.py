@@ -82,3 +82,33 @@ def test_python_api_example_runs():
     assert isinstance(out.answer, str) and out.num_tokens <= 64
     assert out.tokens_per_cell.shape == out.cell_boxes.shape[:2]
     assert a.query != b.query and a.num_tokens <= 64 and b.num_tokens <= 64
+
+
+def _git_status() -> set[str]:
+    import subprocess
+
+    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    return set(out.splitlines())
+
+
+def test_the_tour_leaves_the_checkout_clean(monkeypatch, capsys):
+    """The README's command-line tour, run from the checkout as a newcomer would (eval on 2 scenes
+    instead of 20), changes no tracked file and leaves no untracked one: outputs go to runs/."""
+    import subprocess
+
+    if subprocess.run(["git", "rev-parse"], cwd=ROOT, capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    from arrcoc_lab.apps.cli import main
+
+    tour = [line for line in _commands("arrcoc-lab ") if line.split()[1] in ("examples", "inspect", "eval")]
+    assert len(tour) >= 4, tour
+    monkeypatch.chdir(ROOT)
+    before = _git_status()
+    for line in tour:
+        argv = shlex.split(line)[1:]
+        if argv[0] == "eval":
+            argv[argv.index("--n-scenes") + 1] = "2"
+        assert main(argv) == 0, line
+    capsys.readouterr()
+    assert _git_status() == before, "the tour changed the checkout"
