@@ -19,14 +19,21 @@ def _code_blocks(text: str, lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
 
 
-def _commands(prefix: str) -> list[str]:
+def _commands(prefix: str, text: str = README) -> list[str]:
+    """Command lines of the bash blocks that start with `prefix` (continuation lines joined, comments cut)."""
     lines = []
-    for block in _code_blocks(README, "bash"):
-        for line in block.splitlines():
+    for block in _code_blocks(text, "bash"):
+        for line in block.replace("\\\n", " ").splitlines():
             line = line.split("  #")[0].strip()
             if line.startswith(prefix):
                 lines.append(line)
     return lines
+
+
+def _section(title: str) -> str:
+    start = README.index(f"## {title}")
+    end = README.find("\n## ", start + 1)
+    return README[start:end if end > 0 else None]
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
@@ -101,7 +108,8 @@ def test_the_tour_leaves_the_checkout_clean(monkeypatch, capsys):
         pytest.skip("not a git checkout")
     from arrcoc_lab.apps.cli import main
 
-    tour = [line for line in _commands("arrcoc-lab ") if line.split()[1] in ("examples", "inspect", "eval")]
+    tour = [line for line in _commands("arrcoc-lab ", _section("A five-minute tour"))
+            if line.split()[1] in ("examples", "inspect", "eval")]
     assert len(tour) >= 4, tour
     monkeypatch.chdir(ROOT)
     before = _git_status()
