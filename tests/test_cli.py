@@ -63,7 +63,8 @@ def _refused(capsys, argv, *fragments):
     (["example", "--preset", "lab", "--sam-checkpoint", "sam.pth"], ["apply to the paper preset", "--preset paper"]),
     (["example", "--device", "bogus"], ["unknown device 'bogus'"]),
     (["example", "--weights", "missing.safetensors"], ["not found"]),
-    (["train", "--preset", "tiny", "--phase", "phase0", "--out", "{tmp}/run"], ["too small", "lab or paper"]),
+    (["train", "--preset", "tiny", "--phase", "phase0", "--out", "{tmp}/run", "--data", "scenebench:tset"],
+     ["unknown split 'tset'", "train"]),
     (["train", "--phase", "phase9", "--out", "{tmp}/run"], ["unknown phase 'phase9'"]),
     (["train", "--phase", "phase0", "--out", "{tmp}/run", "--lr", "-1"], ["--lr", "positive"]),
     (["train", "--phase", "phase0", "--out", "{tmp}/run", "--data", "scenebench:train@x"], ["count after @"]),
@@ -97,6 +98,23 @@ def test_out_into_a_new_folder_is_created(capsys, tmp_path, rgb):
     assert main(["inspect", str(png), "What city is this?", "--preset", "tiny", "--weights", "random",
                  "--budget", "FAST", "--out", str(out)]) == 0
     assert "budget 4" in capsys.readouterr().out and np.asarray(Image.open(out)).shape[1] >= rgb.shape[1]
+
+
+def test_train_data_of_a_small_geometry_is_accepted():
+    """Fewer than 32 patches a side (tiny: 16; hf-vlm's LLaVA-1.5: 24 tokens) no longer refuses the
+    synthetic training sets: they render at 32 patches and are resized to the model's input, as in
+    evaluation. The lab preset's 32 patches render at its own size, as before."""
+    from arrcoc_lab.apps.checks import check_train_data
+    from arrcoc_lab.modeling.presets import get_preset
+    from arrcoc_lab.modeling.vlm import vlm_geometry
+    from arrcoc_lab.training.sampling import render_size
+
+    tiny, llava, lab = get_preset("tiny").geometry, vlm_geometry(336, 14), get_preset("lab").geometry
+    for g in (tiny, llava, lab):
+        check_train_data("scenebench:train@4+docsynth:train@2", 4, g, "x")
+    assert (render_size(tiny, "scenebench"), render_size(llava, "scenebench")) == (256, 448)
+    assert render_size(lab, "scenebench") == render_size(lab, "docsynth") == lab.image_size == 256
+    assert render_size(tiny, "docvqa") == tiny.image_size  # real files: the model's size, as before
 
 
 def test_example_runs_on_the_tiny_preset(capsys, tmp_path):

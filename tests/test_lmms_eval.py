@@ -134,6 +134,7 @@ def test_likelihood_and_multi_round_say_what_is_supported(lm):
     ("pretrained=tiny,budget=100000", "budget"),
     ("pretrained=tiny,policy=nonesuch", "policy"),
     ("pretrained=tiny,max_new_tokens=100000", "max_new_tokens"),
+    ("pretrained=hf-vlm", "needs vlm_path"),
 ])
 def test_bad_model_args_fail_before_any_task_loads(args, match):
     with warnings.catch_warnings(), pytest.raises(InputError, match=match):
@@ -279,3 +280,11 @@ def test_lmms_eval_command_line_runs_the_adapter_on_a_local_task(tmp_path):
         assert s["anls"] == pytest.approx(anls(e.answer.strip(), d["answers"]))
     # the sample's token_counts: the visual tokens each answer used
     assert [s["token_counts"][0]["input_tokens"] for s in samples] == [e.num_tokens for e in expected]
+
+
+def test_vlm_path_puts_the_adapter_in_front_of_a_local_vlm(tmp_path):
+    from tests.vlm_fixtures import write_llava
+
+    folder = write_llava(tmp_path / "llava")
+    lm = adapter.ArrcocLMMS.create_from_arg_string(f"pretrained=hf-vlm,vlm_path={folder},budget=36", {"batch_size": 1})
+    assert lm.pipe.config.preset == "hf-vlm" and lm.pipe.config.vlm.path == str(folder)

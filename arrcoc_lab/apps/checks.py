@@ -133,20 +133,20 @@ def check_eval_data(spec: str, n_scenes: int, geometry) -> None:
 
 
 def check_train_data(spec: str, n_scenes: int, geometry, preset: str) -> None:
-    """Every part of a training mix (sampling.parse_mix) opens at the model's own input size."""
+    """Every part of a training mix (sampling.parse_mix) opens at the size training renders it
+    (sampling.render_size: the model's input, or 32 patches a side for the synthetic sets when the
+    model has fewer, resized to its input as in evaluation)."""
     from ..data import SYNTHETIC, load_dataset
-    from ..training.sampling import parse_mix
+    from ..training.sampling import parse_mix, render_size
 
     for part, count in parse_mix(spec, n_scenes):
         name = part.split(":", 1)[0]
         per_scene = SYNTHETIC[name].QUESTIONS_PER_SCENE if name in SYNTHETIC else 1
         try:
-            load_dataset(part, n=count * per_scene, image_size=geometry.image_size, patch_size=geometry.patch_size)
+            load_dataset(part, n=count * per_scene, image_size=render_size(geometry, name),
+                         patch_size=geometry.patch_size)
         except ValueError as e:
-            hint = (f"; the {preset} preset's {geometry.image_size}-px input is too small for the synthetic sets' "
-                    "training renders: train the lab or paper preset" if name in SYNTHETIC
-                    and geometry.image_size // geometry.patch_size < 32 else "")
-            raise InputError(f"--data {part!r}: {e}{hint}") from None
+            raise InputError(f"--data {part!r}: {e}") from None
 
 
 def own_weights(pairs: list[str]) -> dict[str, str]:

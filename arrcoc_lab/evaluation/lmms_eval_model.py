@@ -45,7 +45,7 @@ from ..inputs import MAX_NEW_TOKENS, check_max_new_tokens
 MODEL_NAME = "arrcoc"  # lmms-eval --model arrcoc
 MODULE = "arrcoc_lab.evaluation.lmms_eval_model"  # (not __name__, which is __main__ under python -m)
 ENTRY_POINT_GROUP = "lmms_eval.models"
-MODEL_ARGS = ("pretrained", "policy", "budget", "device", "max_new_tokens")
+MODEL_ARGS = ("pretrained", "policy", "budget", "device", "max_new_tokens", "vlm_path")
 _RUNNER_ARGS = ("batch_size", "max_batch_size")  # what lmms-eval's evaluator passes to every model
 
 
@@ -72,7 +72,8 @@ class ArrcocLMMS(lmms):
     is_simple = True
 
     def __init__(self, pretrained: str = "lab", policy: str = "arrcoc", budget: Any = None,
-                 device: str | None = None, max_new_tokens: int | None = None, **kwargs) -> None:
+                 device: str | None = None, max_new_tokens: int | None = None, vlm_path: str | None = None,
+                 **kwargs) -> None:
         from ..pipeline import load_pipeline  # here, so that lmms-eval's start-up scan of entry points stays light
 
         super().__init__()
@@ -88,7 +89,8 @@ class ArrcocLMMS(lmms):
         if device is None and self._world_size > 1:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"  # one process per GPU (accelerate launch)
         self.pretrained, self.max_new_tokens = str(pretrained), check_max_new_tokens(max_new_tokens)
-        self.pipe = load_pipeline(self.pretrained, device=device)
+        # pretrained=hf-vlm needs the VLM's folder (vlm_path=DIR); a saved hf-vlm folder carries it
+        self.pipe = load_pipeline(self.pretrained, device=device, **({"vlm_path": vlm_path} if vlm_path else {}))
         self.policy, self.budget = str(policy), budget
         self.pipe.resolve(self.policy, self.budget)  # a bad policy or budget fails now, before any task loads
         self.records: list[dict] = []  # one per answer: task, split, doc_id, num_tokens, budget, policy, tier

@@ -82,11 +82,23 @@ def _load_one(model, spec: str, n_scenes: int, cfg: TrainConfig) -> TrainData:
     g = model.geometry
     name = spec.split(":", 1)[0]
     per_scene = SYNTHETIC[name].QUESTIONS_PER_SCENE if name in SYNTHETIC else 1
-    ds = load_dataset(spec, n=n_scenes * per_scene, image_size=g.image_size, patch_size=g.patch_size)
+    ds = load_dataset(spec, n=n_scenes * per_scene, image_size=render_size(g, name), patch_size=g.patch_size)
     scenes = encode_scenes(model, ds, cfg.cache_dir, progress=cfg.progress, workers=cfg.render_workers)
     f = scenes.fields
     return TrainData(scenes, f["question"], f["answer"], f["target_box"], f["difficulty"], f["scene_index"],
                      scenes.image_hw)
+
+
+def render_size(g, name: str) -> int:
+    """The side at which dataset `name` renders its training scenes: the model's input size, except
+    that the synthetic sets need ≥ 32 patches a side, so a geometry with fewer (the hf-vlm preset's
+    LLaVA-1.5, 24 tokens a side; the tiny preset) renders them at 32 patches and encode_scenes
+    resizes them to the model's input, as evaluation does (evaluate.load_eval_set). The boxes stay
+    in the rendered image's pixels (TrainData.image_hw), which target_cells maps onto the cells.
+    With ≥ 32 patches a side (lab, paper) this is the model's input size itself."""
+    from ..data import SYNTHETIC
+
+    return max(g.image_size, 32 * g.patch_size) if name in SYNTHETIC else g.image_size
 
 
 def _concat(parts: list[TrainData]) -> TrainData:
