@@ -6,6 +6,7 @@
 
 The SAM features of the last few images are cached by content hash, so asking a second question
 about the same image (widgets, demo, compare mode) re-runs only what depends on the question.
+`pipe.batch(images, queries, budget=…)` answers many pairs in one forward, equal to one-by-one calls.
 
 A pipeline saves as a Hugging Face model folder and loads back from it, offline:
 
@@ -125,22 +126,44 @@ class Pipeline:
     @torch.no_grad()
     def __call__(self, image, query: str, budget=None, policy: str = "arrcoc",
                  max_new_tokens: int | None = None) -> PipelineOutput:
-        query = check_query(query)
-        p, budget = self.resolve(policy, budget)  # bad input fails here, before SAM runs
+        return self.batch([image], [query], budget=budget, policy=policy, max_new_tokens=max_new_tokens)[0]
+
+    @torch.no_grad()
+    def batch(self, images: list, queries: list[str], budget=None, policy: str = "arrcoc",
+              max_new_tokens: int | None = None) -> list[PipelineOutput]:
+        """Several (image, question) pairs at once, with the results of one-by-one calls: SAM runs
+        once per distinct image (the content-hash cache), then the stages after it run as one
+        forward over the padded, masked token sets, with batched greedy generation (left padding,
+        positions from the attention mask). `budget`: one value for all or one per pair; one policy
+        per call. Each output's trace is its own sample's; its timings are the forward's divided
+        among the pairs, and an image's SAM time goes to the first pair that asks about it (0.0 for
+        later pairs and cached images, as one-by-one calls would show)."""
+        images, queries = _pairs(images, queries)
+        budgets = list(budget) if isinstance(budget, (list, tuple)) else [budget] * len(queries)
+        if len(budgets) != len(queries):
+            raise InputError(f"budget: give one value, or one per question ({len(queries)}), got {len(budgets)}")
+        resolved = [self.resolve(policy, b) for b in budgets]  # bad input fails here, before SAM runs
+        p, budgets = resolved[0][0], [b for _, b in resolved]
         max_new_tokens = check_max_new_tokens(max_new_tokens)
-        rgb, pixels, features, key, sam_seconds = self.prepare(image)
-        out = self.model(pixels, [query], policy=p, budget=budget, features=features,
-                         seeds=[stable_seed(key, query)], max_new_tokens=max_new_tokens)
-        out.trace.timings["sam"] = sam_seconds
-        return self._output(out.trace, out.answers[0], rgb, query, p.name)
+        decoded, prep = {}, []
+        for image in images:  # each image object decoded once, each distinct content encoded once
+            ref = image if isinstance(image, (str, Path)) else id(image)
+            prep.append(decoded[ref][:4] + (0.0,) if ref in decoded else decoded.setdefault(ref, self.prepare(image)))
+        out = self.model(torch.cat([x[1] for x in prep]), queries, policy=p, budget=budgets,
+                         features=torch.cat([x[2] for x in prep]), max_new_tokens=max_new_tokens,
+                         seeds=[stable_seed(x[3], q) for x, q in zip(prep, queries)])
+        n, outputs = len(queries), []
+        for j, (x, q) in enumerate(zip(prep, queries)):
+            tr = out.trace if n == 1 else out.trace.item(j, n)
+            tr.timings = {**{s: v / n for s, v in out.trace.timings.items()}, "sam": x[4]}
+            outputs.append(self._output(tr, out.answers[j], x[0], q, p.name))
+        return outputs
 
     def compare(self, image, queries: list[str], **kwargs) -> list[PipelineOutput]:
-        """The same image under several questions (encoded once)."""
+        """The same image under several questions: encoded once, answered in one batch (`batch`)."""
         if isinstance(queries, (str, bytes)) or not isinstance(queries, (list, tuple)) or not queries:
             raise InputError(f"queries must be a non-empty list of strings, got {type(queries).__name__}")
-        for q in queries:  # every question checked before the first one runs
-            check_query(q)
-        return [self(image, q, **kwargs) for q in queries]
+        return self.batch([image] * len(queries), list(queries), **kwargs)
 
     def save_pretrained(self, save_directory: str | Path, evaluation=None, training: str | dict | None = None,
                         dtype: torch.dtype | None = None) -> Path:
@@ -210,7 +233,7 @@ class Pipeline:
                 "uniform_tokens": g.uniform_budget, "full_tokens": g.full_tokens,
                 "quality": dict(sorted(g.quality_budgets.items(), key=lambda kv: kv[1])),
                 "components": components, "n_tensors": len(tensors), "dtype": "/".join(sorted(floats)),
-                "size_mb": weights.stat().st_size / 1e6, "version": __version__}
+                "size_mb": weights.stat().st_size / 1e6, "version": __version__, "vlm": modelcard.vlm_facts(c)}
 
     def _output(self, tr: Trace, answer: str, rgb: np.ndarray, query: str, policy: str) -> PipelineOutput:
         a, r = tr.allocation, tr.relevance
@@ -232,6 +255,16 @@ class Pipeline:
             image_size=(h, w),
             trace=tr,
         )
+
+
+def _pairs(images, queries) -> tuple[list, list[str]]:
+    """`batch`'s inputs: two lists of equal length, every question checked before the first one runs."""
+    for what, v in (("images", images), ("queries", queries)):
+        if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)) or not v:
+            raise InputError(f"{what} must be a non-empty list, got {type(v).__name__}")
+    if len(images) != len(queries):
+        raise InputError(f"images and queries must pair up: {len(images)} images, {len(queries)} queries")
+    return list(images), [check_query(q) for q in queries]
 
 
 def load_pipeline(preset: str | Path = "lab", weights: str | Path | None = None, device: str | torch.device | None = None,

@@ -124,7 +124,8 @@ def test_two_questions_on_one_image(client, scene, lab_pipe):
     assert both["a"]["query"] == q1 and both["b"]["query"] == q2
     for key, q in (("a", q1), ("b", q2)):  # each question's own allocation, the same as /analyze gave
         assert both[key]["tokens_per_cell"] == allocs[q]["tokens_per_cell"]
-        np.testing.assert_allclose(both[key]["relevance"], allocs[q]["relevance"], atol=1e-6)
+        # /compare answers both in one pipe.batch: relevance equal to one-by-one calls within 1e-5
+        np.testing.assert_allclose(both[key]["relevance"], allocs[q]["relevance"], atol=1e-5)
     diff = np.subtract(allocs[q1]["tokens_per_cell"], allocs[q2]["tokens_per_cell"])
     assert both["difference"] == diff.tolist() and both["cells_differing"] == int((diff != 0).sum())
     assert q1 in summary and q2 in summary and f"{both['cells_differing']} of 16 cells" in summary

@@ -134,12 +134,12 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     args = ["--phase", "phase1a", "--steps", "4", "--no-resume", "--out"]
     one = _run(args + [str(tmp_path / "one")], cache)
     assert one.returncode == 0, one.stderr[-2000:]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
-    two = subprocess.run(launch + CMD[2:] + ["--cache-dir", str(cache)] + args + [str(tmp_path / "two")], cwd=ROOT,
-                         capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    # torchrun: on a CPU-only machine `accelerate launch --cpu --num_processes 2` starts one process
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
+    two = subprocess.run(launch + [CMD[2], "--verbose"] + CMD[3:] + ["--cache-dir", str(cache)] + args + [str(tmp_path / "two")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stderr.count("phase1a on 2 process(es)") == 2, two.stderr[-3000:]  # both ranks in one process group
     a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     changed = [k for k in a if k.startswith("relevance.")]
     worst = max((a[k].float() - b[k].float()).abs().max().item() for k in changed)

@@ -8,6 +8,7 @@
     arrcoc-lab eval --preset lab --data scenebench:test --policy arrcoc,uniform --budget 64
     arrcoc-lab bench --preset lab --weights W --n-scenes 20      # runs/bench/lab/report.md
     arrcoc-lab latency --preset paper --device cuda          # per-stage latency vs tokens, random weights
+    arrcoc-lab throughput --preset lab                       # batching, allocation share, 64 vs 400, re-render
     arrcoc-lab run-phase phase0 -p steps 1500                # reports/lab/phase0/ (a report run)
 
 An IMAGE is a file path or example:NAME. Commands write into git-ignored run folders (runs/…) by
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from ..errors import CheckpointError, InputError
 from .commands import (cmd_bench, cmd_demo, cmd_eval, cmd_example, cmd_examples, cmd_export, cmd_inspect,
-                       cmd_latency, cmd_run_phase, cmd_train)
+                       cmd_latency, cmd_run_phase, cmd_throughput, cmd_train)
 
 log = logging.getLogger("arrcoc_lab")
 PROG = "arrcoc-lab"
@@ -116,6 +117,11 @@ COMMANDS = (
     ("Evaluate", "latency", "measure per-stage latency against the token count (random weights by default)",
      "At the paper geometry on a GPU by default (--device cuda). Writes latency.json, latency.md and a plot to "
      "runs/bench/<preset>_latency_<device>/ (--update-reports: reports/bench/…)."),
+    ("Evaluate", "throughput", "measure batching speed-up, allocation cost, 64 vs 400 tokens and re-render time",
+     "Each against its goal (met or missed), in one run: pipe.batch vs one-by-one calls after SAM, and a second "
+     "question on an encoded image, on the loaded pipeline; allocation vs SAM time and 64 vs 400 tokens at the paper "
+     "geometry with random weights (slow on a CPU: docs/BENCHMARK.md). Writes throughput.json and throughput.md to "
+     "runs/bench/<preset>/ (--update-reports: reports/bench/<preset>/)."),
     ("Train and ship", "run-phase", "run a project notebook through papermill: a training phase, a report, the quickstart",
      "Report runs (phases, evaluation, probe, reading, benchmark) write reports/<preset>/<name>/ unless "
      "-p output_dir; the quickstart writes runs/quickstart/ (--update-reports: reports/quickstart/). A misspelt "
@@ -150,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS,
                            parser_class=Parser, prog=PROG)  # "arrcoc-lab inspect", not the usage line
     adders = {"examples": _add_examples, "inspect": _add_inspect, "example": _add_example, "demo": _add_demo,
-              "eval": _add_eval, "bench": _add_bench, "latency": _add_latency, "run-phase": _add_run_phase,
+              "eval": _add_eval, "bench": _add_bench, "latency": _add_latency, "throughput": _add_throughput,
+              "run-phase": _add_run_phase,
               "train": _add_train, "export": _add_export}
     for _, name, text, more in COMMANDS:
         sp = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}. {more}")
@@ -259,6 +266,26 @@ def _add_latency(lt) -> None:
     _report_options(lt, "runs/bench/<preset>_latency_<device>")
     lt.add_argument("--quiet", action="store_true", help="no progress bar")
     lt.set_defaults(fn=cmd_latency)
+
+
+def _add_throughput(tp) -> None:
+    _pipeline_options(tp)
+    tp.add_argument("--batch-sizes", dest="batch_sizes", type=_budgets, default=(1, 4, 16),
+                    help="pipe.batch sizes timed against one-by-one calls (default 1,4,16)")
+    tp.add_argument("--items", type=_count(1), default=16, help="questions per timed pass (default 16)")
+    tp.add_argument("--runs", type=_count(1), default=3, help="timed passes per setting, median (default 3)")
+    tp.add_argument("--max-new-tokens", dest="max_new_tokens", type=_max_new_tokens, default=None,
+                    help="answer length cap (default: the preset's)")
+    tp.add_argument("--paper-preset", dest="paper_preset", default="paper",
+                    help="preset whose geometry the allocation share and 64 vs 400 use, random weights (default "
+                         "paper; tiny checks the code in seconds)")
+    tp.add_argument("--paper-runs", dest="paper_runs", type=_count(1), default=2,
+                    help="timed forwards per paper-geometry point (default 2: SAM ViT-B takes ~18 s on 2 CPU cores)")
+    tp.add_argument("--paper-warmup", dest="paper_warmup", type=_count(0), default=1,
+                    help="untimed paper-geometry forwards first (default 1)")
+    _report_options(tp, "runs/bench/<preset>")
+    tp.add_argument("--quiet", action="store_true", help="no progress bar")
+    tp.set_defaults(fn=cmd_throughput)
 
 
 def _add_run_phase(r) -> None:

@@ -154,7 +154,18 @@ def cmd_run_phase(args) -> int:
     return 0
 
 
+def _shard(args):
+    """This process's share under a launcher (torchrun, accelerate launch; a lone process: all of
+    it), with args.device made this process's own GPU where a bare "cuda" was given."""
+    from ..evaluation.distributed import current_shard, process_device
+
+    args.device = process_device(args.device)
+    return current_shard(args.device)
+
+
 def cmd_eval(args) -> int:
+    """Several processes (a launcher) share the scenes; the main one merges, writes and prints."""
+    from ..evaluation.distributed import finish
     from ..evaluation.evaluate import run_eval
 
     check_pipeline_args(args)
@@ -162,14 +173,18 @@ def cmd_eval(args) -> int:
     check_eval_data(args.data, args.n_scenes, preset_geometry(args))
     out_dir = output_folder(args, f"eval/{args.data.replace(':', '-')}-{'-'.join(policies)}-{args.budget or 'default'}"
                                   + ("-heldout" if args.phrasing == "heldout" else ""))
+    shard = _shard(args)
     pipe = load(args)
     check_eval_data(args.data, args.n_scenes, pipe.geometry)  # a --config may change the geometry
     pipe.resolve(policies[0], args.budget)  # the budget against this geometry, before any scene renders
     report_ = run_eval(pipe, args.data, policies, args.budget, args.n_scenes, out_dir, cache_dir=args.cache_dir,
-                       batch_size=args.batch_size, phrasing=args.phrasing)
+                       batch_size=args.batch_size, phrasing=args.phrasing, shard=shard)
+    finish(shard)
+    if report_ is None:  # not the main process
+        return 0
     from ..evaluation.evaluate import eval_table
 
-    print(eval_table(report_))
+    print(eval_table(report_) + (f"({shard.world} processes)\n" if shard.world > 1 else ""))
     print(f"report: {out_dir}/metrics.json")
     return 0
 
@@ -190,8 +205,34 @@ def cmd_latency(args) -> int:
     return 0
 
 
+def cmd_throughput(args) -> int:
+    """Four speed measurements against their goals (evaluation/throughput.py), into the bench folder."""
+    from ..evaluation.throughput import GOALS, ThroughputConfig, measure_throughput, write_throughput_report
+    from ..modeling.presets import get_preset
+
+    check_pipeline_args(args)
+    check_policies([args.policy])
+    get_preset(args.paper_preset)
+    output_folder(args, f"bench/{Path(args.preset).name}")  # --out / --update-reports checked before the model loads
+    pipe = load(args)
+    pipe.resolve(args.policy, args.budget)
+    cfg = ThroughputConfig(batch_sizes=args.batch_sizes, items=args.items, runs=args.runs, policy=args.policy,
+                           budget=args.budget, max_new_tokens=args.max_new_tokens, paper_preset=args.paper_preset,
+                           paper_runs=args.paper_runs, paper_warmup=args.paper_warmup, device=args.device or "cpu")
+    out_dir = output_folder(args, f"bench/{pipe.config.preset}")
+    result = measure_throughput(pipe, cfg, progress=not args.quiet)
+    write_throughput_report(result, out_dir)
+    for name, g in result["goals"].items():
+        print(f"{name}: {g['value']:.3g} (goal {g['comparison']} {g['goal']:g}: {'met' if g['met'] else 'missed'}) "
+              f"— {GOALS[name][2]}")
+    print(f"report: {out_dir}/throughput.md")
+    return 0
+
+
 def cmd_bench(args) -> int:
+    """Several processes (a launcher) share the scenes; the main one merges, writes and prints."""
     from ..evaluation.bench import BenchConfig, run_bench
+    from ..evaluation.distributed import finish
     from ..policies import POLICIES
 
     check_pipeline_args(args)
@@ -201,12 +242,16 @@ def cmd_bench(args) -> int:
         check_eval_data(spec, args.n_scenes, preset_geometry(args))
     own = own_weights(args.own)
     output_folder(args, f"bench/{Path(args.preset).name}")  # --out / --update-reports checked before the model loads
+    shard = _shard(args)
     pipe = load(args)
     cfg = BenchConfig(data=data, n_scenes=args.n_scenes, policies=policies, paper_budgets=args.budgets,
                       batch_size=args.batch_size, flop_samples=args.flop_samples, paper_flops=not args.no_paper_flops,
                       max_new_tokens=args.max_new_tokens, cache_dir=args.cache_dir, own_weights=own)
     out_dir = output_folder(args, f"bench/{pipe.config.preset}")
-    result = run_bench(pipe, cfg, out_dir)
+    result = run_bench(pipe, cfg, out_dir, shard=shard)
+    finish(shard)
+    if result is None:  # not the main process
+        return 0
     for name in ("allocation_overhead", "pipeline_ratio"):
         if name in result["targets"]:
             t = result["targets"][name]

@@ -9,6 +9,8 @@ exactly on this preset (FlopCounterMode, a few questions), FLOPs per stage at th
 (paper_flops.py) and latency p50/p95 per stage. `run_bench` writes metrics.json, rows.jsonl,
 report.md and the figures under reports/bench/<preset>/ (bench_report.py). Timings are reported,
 never asserted; the issue's targets are reported with the margin by which each is met or missed.
+Under a launcher (torchrun, accelerate launch) each process answers its block of scenes and the main
+process merges the rows, counts FLOPs, times SAM and writes the report (distributed.py).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from . import metrics as M
 from ..modeling.allocator import stable_seed
 from ..policies import POLICIES, get_policy
 from ..checkpoint import atomic_write_text, load_weights, write_jsonl
+from .distributed import Shard
 from .evaluate import evaluate, load_eval_set, summarize
 from ..modeling.trace import Trace
 
@@ -106,8 +109,10 @@ def sam_cost(model, es, runs: int) -> tuple[int, dict]:
     return int(counter.get_total_flops()), time_sam(model, pixels, runs)[1]
 
 
-def point_summary(rows: list[dict], geometry, flops: dict, sam_flops: int, sam_latency: dict) -> dict:
-    s = summarize(rows, geometry)
+def point_summary(rows: list[dict], geometry, flops: dict, sam_flops: int, sam_latency: dict,
+                  image_hw: tuple[int, int] | None = None) -> dict:
+    """`image_hw`: the size the rows' target boxes are in (the eval set's; default the model's input)."""
+    s = summarize(rows, geometry, image_hw)
     timings = [r["timings"] for r in rows if "timings" in r]
     totals = [{"total": sum(v for k, v in t.items() if k != "sam")} for t in timings]
     stages = {**flops, "sam": float(sam_flops)}
@@ -155,37 +160,43 @@ def own_models(model, own_weights: dict[str, str]) -> dict:
     return out
 
 
-def run_bench(pipe, cfg: BenchConfig, out_dir: str | Path, paper_stages: dict | None = None) -> dict:
+def run_bench(pipe, cfg: BenchConfig, out_dir: str | Path, paper_stages: dict | None = None,
+              shard: Shard | None = None) -> dict | None:
     """The whole benchmark → metrics.json, rows.jsonl, report.md and figures in out_dir.
-    `paper_stages`: a count_paper_stages() result to reuse (else counted when cfg.paper_flops)."""
+    `paper_stages`: a count_paper_stages() result to reuse (else counted when cfg.paper_flops).
+    With a `shard` of several processes, the main process returns the report, the others None."""
     from . import bench_report
     from . import paper_flops as PF
 
+    shard = shard or Shard()
     model, g = pipe.model, pipe.geometry
     policies = list(cfg.policies) or sorted(POLICIES)
     budgets = scaled_budgets(g, cfg.paper_budgets)
     points = sweep_points(policies, budgets)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     pf = paper_stages
-    if pf is None and cfg.paper_flops:
+    if pf is None and cfg.paper_flops and shard.main:
         pf = PF.count_paper_stages(list(cfg.paper_budgets), query_encoder=model.query_encoder)
     own = own_models(model, cfg.own_weights)
     # (name, network, policy, budget, paper budget): the shared downstream, then each own one
     runs = [(p, model, p, b, pb) for p, b, pb in points]
     runs += [(f"{p}/own", own[p], p, b, pb) for p, b, pb in sweep_points(list(own), budgets)]
     results, all_rows, flops = {}, [], {}
-    bar = tqdm(total=len(runs) * len(cfg.data), desc="bench", disable=not cfg.progress)
+    bar = tqdm(total=len(runs) * len(cfg.data), desc="bench", disable=not (cfg.progress and shard.main))
     for spec in cfg.data:
-        es = load_eval_set(model, spec, cfg.n_scenes, cfg.cache_dir, progress=cfg.progress)
-        sam_flops, sam_latency = sam_cost(model, es, cfg.sam_runs)
+        es = load_eval_set(model, spec, cfg.n_scenes, cfg.cache_dir, progress=cfg.progress and shard.main, shard=shard)
+        if shard.main:  # SAM is timed apart, on the split's first image
+            sam_flops, sam_latency = sam_cost(model, es, cfg.sam_runs)
         results[spec] = []
         for name, net, policy, budget, paper_budget in runs:
             bar.set_postfix_str(f"{spec} {name}@{budget or 'full'}")
-            rows = evaluate(net, es, policy, budget, cfg.batch_size, progress=False, max_new_tokens=cfg.max_new_tokens)
+            rows = shard.merge(es.positions, evaluate(net, es, policy, budget, cfg.batch_size, progress=False,
+                                                      max_new_tokens=cfg.max_new_tokens))
+            if not shard.main:
+                continue
             if (policy, budget) not in flops:  # counted on the first split's first questions: shapes barely vary
                 flops[policy, budget] = point_flops(model, es, policy, budget, cfg.flop_samples)
-            point = point_summary(rows, g, flops[policy, budget], sam_flops, sam_latency)
+            point = point_summary(rows, g, flops[policy, budget], sam_flops, sam_latency, es.image_hw)
             point.update(policy=name, budget=budget, paper_budget=paper_budget,
                          label="full" if budget is None else str(budget))
             if pf is not None:
@@ -195,6 +206,9 @@ def run_bench(pipe, cfg: BenchConfig, out_dir: str | Path, paper_stages: dict | 
             all_rows += [{"data": spec, "policy": name, "budget": budget, **r} for r in rows]
             bar.update(1)
     bar.close()
+    if not shard.main:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
     report = {"preset": pipe.config.preset, "weights": pipe.config.weights, "config": asdict(cfg),
               "budgets": {str(k): v for k, v in budgets.items()}, "full_tokens": g.max_tokens, "policies": policies,
               "cites": {p: get_policy(p).cite for p in policies}, "results": results,

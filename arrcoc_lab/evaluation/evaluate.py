@@ -14,6 +14,11 @@ image when loaded (no feature cache: the file, not a split seed, defines them).
 
 `phrasing="heldout"` asks every question of the eval set in one of the held-out phrasings of
 `data.phrasing` (words the model never saw in training); answers, boxes and ids are unchanged.
+
+Under a launcher (torchrun, accelerate launch) `run_eval` shards the split by scene over the
+processes and merges the rows on the main process (distributed.py); the metrics equal a one-process
+run's. `evaluate` runs batches of questions through the model's one forward on cached SAM features,
+the machinery `Pipeline.batch` uses on images: a row does not depend on its batch.
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ from ..checkpoint import atomic_write_text, write_jsonl
 from ..data.features import encode_scenes
 from ..errors import InputError
 from ..inputs import to_model_input
+from .distributed import SceneRange, Shard
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,10 @@ class EvalSet:
     image_hw: tuple[int, int]
     spec: str
     phrasing: str = "seen"  # one of PHRASINGS
+    positions: list[int] | None = None  # each sample's index in the whole split (a shard holds some); None: 0, 1, …
+
+    def __post_init__(self):
+        self.positions = list(range(len(self.samples))) if self.positions is None else list(self.positions)
 
 
 def check_phrasing(phrasing: str) -> str:
@@ -57,19 +67,24 @@ def check_phrasing(phrasing: str) -> str:
 
 
 def load_eval_set(model, spec: str = "scenebench:test", n_scenes: int = 100, cache_dir: str = "cache",
-                  progress: bool = True, phrasing: str = "seen") -> EvalSet:
+                  progress: bool = True, phrasing: str = "seen", shard: Shard | None = None) -> EvalSet:
     """The first `n_scenes` scenes of a synthetic split with cached SAM features, or the first
     `n_scenes` questions of a real VQA file (encoded here); `phrasing` "heldout" replaces every
-    question by a held-out rephrasing (answers and boxes unchanged; synthetic sets only)."""
+    question by a held-out rephrasing (answers and boxes unchanged; synthetic sets only). With a
+    `shard` of several processes, only this process's block of scenes (images) is loaded and encoded."""
     from ..data import REAL, SYNTHETIC, load_dataset
 
     check_phrasing(phrasing)
+    shard = shard or Shard()
     g = model.geometry
     name = spec.split(":", 1)[0]
     if name in REAL:
         if phrasing != "seen":
             raise InputError(f"phrasing {phrasing!r} rephrases the synthetic sets' templates; {name} takes 'seen'")
-        return _real_eval_set(model, load_dataset(spec, n=n_scenes, image_size=g.image_size), spec, progress)
+        ds = load_dataset(spec, n=n_scenes, image_size=g.image_size)
+        lo, hi = shard.block(len({e.scene_index for e in ds.entries}))  # images, numbered in order of appearance
+        mine = [i for i, e in enumerate(ds.entries) if lo <= e.scene_index < hi]
+        return _real_eval_set(model, (ds[i] for i in mine), spec, progress, positions=mine)
     per_scene = SYNTHETIC[name].QUESTIONS_PER_SCENE if name in SYNTHETIC else 1
     # synthetic sets need ≥ 32 patches per side: a smaller (test) model gets them resized, as in training
     render = max(g.image_size, 32 * g.patch_size) if name in SYNTHETIC else g.image_size
@@ -77,19 +92,25 @@ def load_eval_set(model, spec: str = "scenebench:test", n_scenes: int = 100, cac
     if not hasattr(ds, "num_scenes"):
         raise ValueError(f"evaluation on {spec!r} needs a synthetic dataset with scenes; real VQA files are "
                          "evaluated image by image with the pipeline")
-    scenes = encode_scenes(model, ds, cache_dir, progress=progress)
-    samples = [ds[i] for i in range(len(ds))]
+    lo, hi = shard.block(ds.num_scenes)
+    if hi == lo:  # more processes than scenes: nothing to do here
+        return EvalSet([], None, (render, render), spec, phrasing)
+    part = ds if (lo, hi) == (0, ds.num_scenes) else SceneRange(ds, lo, hi)
+    scenes = encode_scenes(model, part, cache_dir, progress=progress)
+    positions = range(len(ds)) if part is ds else part.positions
+    scenes = scenes if part is ds else part.shift(scenes)
+    samples = [ds[i] for i in positions]
     if phrasing == "heldout":
         from ..data.phrasing import rephrase_samples
 
         samples = rephrase_samples(samples, "heldout", seed=PHRASING_SEED)
-    return EvalSet(samples, scenes, samples[0].image.shape[:2], spec, phrasing)
+    return EvalSet(samples, scenes, samples[0].image.shape[:2], spec, phrasing, positions)
 
 
 @torch.no_grad()
-def _real_eval_set(model, ds, spec: str, progress: bool, batch_size: int = 16) -> EvalSet:
-    """A real VQA file's questions and one row of SAM features per image; the samples keep a 1×1
-    stand-in image (the model-size pixels are in `scenes`)."""
+def _real_eval_set(model, ds, spec: str, progress: bool, batch_size: int = 16, positions=None) -> EvalSet:
+    """A real VQA file's questions (`positions`: their indices in the file) and one row of SAM
+    features per image; the samples keep a 1×1 stand-in image (the model-size pixels are in `scenes`)."""
     from ..data.features import SceneTensors
 
     g = model.geometry
@@ -102,11 +123,13 @@ def _real_eval_set(model, ds, spec: str, progress: bool, batch_size: int = 16) -
             scene_ids[s.scene_index] = len(scene_ids)
             pixels.append(to_model_input(s.image, g.image_size)[0].round().clamp(0, 255).to(torch.uint8))
         samples.append(replace(s, image=s.image[:1, :1].copy()))
+    if not samples:  # more processes than images: nothing to do here
+        return EvalSet([], None, (g.image_size, g.image_size), spec, positions=[])
     pix = torch.stack(pixels)
     feats = torch.cat([model.encode_image(pix[i:i + batch_size].to(device).float()).half().cpu()
                        for i in range(0, len(pix), batch_size)])
     return EvalSet(samples, SceneTensors(feats, pix, list(scene_ids), image_hw=(g.image_size, g.image_size)),
-                   (g.image_size, g.image_size), spec)
+                   (g.image_size, g.image_size), spec, positions=positions)
 
 
 @torch.no_grad()
@@ -224,29 +247,45 @@ def _group(rows, key):
 
 def run_eval(pipe, data: str, policies: list[str], budget, n_scenes: int, out_dir: str | Path,
              cache_dir: str = "cache", batch_size: int = 32, progress: bool = True,
-             phrasing: str = "seen") -> dict:
+             phrasing: str = "seen", shard: Shard | None = None) -> dict | None:
     """`arrcoc-lab eval`: every policy on one split at one budget → metrics.json, table.md, figures.
-    `phrasing`: "seen" (the datasets' templates) or "heldout" (see load_eval_set)."""
+    `phrasing`: "seen" (the datasets' templates) or "heldout" (see load_eval_set). With a `shard` of
+    several processes, each answers its own scenes and the main process merges, writes and returns
+    the report (the others return None)."""
     from .viz_report import accuracy_by_bucket_figure, allocation_examples_figure
 
     check_phrasing(phrasing)
+    shard = shard or Shard()
     model = pipe.model
     budget = model.allocator.resolve_budget(get_policy("arrcoc"), budget) if budget is not None else None
-    es = load_eval_set(model, data, n_scenes, cache_dir, progress, phrasing=phrasing)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    es = load_eval_set(model, data, n_scenes, cache_dir, progress and shard.main, phrasing=phrasing, shard=shard)
     report = {"data": data, "metric": M.official_metric(data.split(":", 1)[0]), "n_scenes": n_scenes,
               "budget": budget, "phrasing": phrasing, "preset": pipe.config.preset, "weights": pipe.config.weights,
               "policies": {}}
     all_rows = {}
     for policy in policies:
-        rows = evaluate(model, es, policy, budget, batch_size, progress)
-        all_rows[policy] = rows
-        report["policies"][policy] = summarize(rows, model.geometry, es.image_hw)
+        rows = shard.merge(es.positions, evaluate(model, es, policy, budget, batch_size, progress and shard.main))
+        if shard.main:
+            all_rows[policy] = rows
+            report["policies"][policy] = summarize(rows, model.geometry, es.image_hw)
+    images = shard.gather(scene_images(es))
+    if not shard.main:
+        return None
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "metrics.json", json.dumps(report, indent=2, default=float))
     atomic_write_text(out_dir / "table.md", eval_table(report))
     atomic_write_text(out_dir / "config.json", json.dumps(pipe.config.to_dict(), indent=2))
     write_jsonl(out_dir / "rows.jsonl", ({"policy": policy, **r} for policy, rows in all_rows.items() for r in rows))
     accuracy_by_bucket_figure(report, out_dir / "accuracy_by_tokens.png")
-    allocation_examples_figure(es, all_rows, model.geometry, out_dir / "allocation_examples.png")
+    allocation_examples_figure({k: v for part in images for k, v in part.items()}, all_rows, model.geometry,
+                               out_dir / "allocation_examples.png")
     return report
+
+
+def scene_images(es: EvalSet, n: int = 3) -> dict[int, np.ndarray]:
+    """The model-size images (H×W×3 uint8) of the first n scenes an eval set holds."""
+    if es.scenes is None:
+        return {}
+    pix = es.scenes.pixels
+    return {int(s): pix[es.scenes.rows([s])[0]].permute(1, 2, 0).numpy() for s in sorted(es.scenes.scene_ids)[:n]}

@@ -34,15 +34,17 @@ def accuracy_by_bucket_figure(report: dict, path: str | Path) -> None:
 
 
 def allocation_examples_figure(es, all_rows: dict, geometry, path: str | Path, n: int = 3) -> None:
-    """Rows: scenes; columns: the scene's two detail questions under each policy (tokens per cell)."""
+    """Rows: scenes; columns: the scene's two detail questions under each policy (tokens per cell).
+    `es`: the EvalSet, or {scene: H×W×3 uint8 image} of (at least) its first n scenes."""
     plt = _plt()
     policies = [p for p in all_rows if p != "full"][:3]
     scenes = sorted({r["scene"] for r in all_rows[policies[0]]})[:n]
     fig, axes = plt.subplots(len(scenes), 2 * len(policies), figsize=(2.2 * 2 * len(policies), 2.4 * len(scenes)),
                              squeeze=False)
-    pix = es.scenes.pixels
+    images = es if isinstance(es, dict) else None
     for i, scene in enumerate(scenes):
-        img = pix[es.scenes.rows([scene])[0]].permute(1, 2, 0).numpy()
+        img = (images[scene] if images is not None
+               else es.scenes.pixels[es.scenes.rows([scene])[0]].permute(1, 2, 0).numpy())
         for j, policy in enumerate(policies):
             rows = [r for r in all_rows[policy] if r["scene"] == scene and r["difficulty"] == "detail"][:2]
             for k, r in enumerate(rows):

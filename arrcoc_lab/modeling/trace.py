@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -110,3 +110,45 @@ class Trace:
     @property
     def total_time(self) -> float:
         return sum(self.timings.values())
+
+    def item(self, i: int, n: int) -> "Trace":
+        """Sample i of a forward over n samples, shaped as a forward of that sample alone: every
+        per-sample tensor cut to its row (1, ...), the token set, CLIP, adapter and visual tokens
+        trimmed to the sample's own tokens and the query to its own length (where its padding
+        trails, as the compressor and the query encoder lay it out). Timings, FLOPs and statistics
+        are copies of the batch's (the caller divides the timings)."""
+        t = _kept(self.tokens.mask[i]) if self.tokens is not None else None
+        q = _kept(self.query.mask[i]) if self.query is not None else None
+
+        def cut(obj, trim: dict[str, int | None]):
+            if obj is None:
+                return None
+            return replace(obj, **{f.name: getattr(obj, f.name) if f.name in _SHARED else
+                                   _row(getattr(obj, f.name), i, n, trim.get(f.name)) for f in fields(obj)})
+
+        return replace(self, timings=dict(self.timings), flops=dict(self.flops), stats=dict(self.stats),
+                       relevance=cut(self.relevance, {}), allocation=cut(self.allocation, {}),
+                       tokens=cut(self.tokens, dict.fromkeys(("tokens", "mask", "positions", "levels", "cells"), t)),
+                       clip=cut(self.clip, {"tokens": t, "cls_attention": t}),
+                       adapter=cut(self.adapter, {"tokens": t, "quality": t}),
+                       visual=_row(self.visual, i, n, t), query=cut(self.query, {"tokens": q, "mask": q}))
+
+
+_SHARED = {"mix", "policy"}  # fields of the stage outputs that are not per sample (RelevanceOutput.mix is (3,))
+
+
+def _kept(mask: torch.Tensor) -> int | None:
+    """The number of real entries of a mask row whose padding trails, else None (keep the padding)."""
+    k = int(mask.sum())
+    return k if bool(mask[:k].all()) else None
+
+
+def _row(x, i: int, n: int, length: int | None = None):
+    """Row i of a per-sample value of a batch of n: a tensor's [i:i+1] (its second axis cut to
+    `length`), a list's [x[i]]; anything else (scalars, shared tensors) as it is."""
+    if isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] == n:
+        x = x[i:i + 1]
+        return x[:, :length] if length is not None and x.dim() >= 2 else x
+    if isinstance(x, list) and len(x) == n:
+        return [x[i]]
+    return x

@@ -48,6 +48,7 @@ def run_phase(model, data: TrainData, phase: PhaseConfig | str, cfg: TrainConfig
     acc = Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision,
                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
                       **accelerator_kwargs(names, out_dir))
+    log.info("%s on %d process(es) (%s)", phase.name, acc.num_processes, acc.distributed_type)
     torch.manual_seed(cfg.seed)
     if cfg.gradient_checkpointing:
         model.clip.set_grad_checkpointing(True)

@@ -14,7 +14,8 @@ legend, answer, tokens and compression ratio, per-stage timings, per-cell table.
 
 What re-runs: SAM features are cached per image, so a new query/budget/policy re-runs only the
 query-dependent stages; outputs are memoised per (image, query, budget, policy), so compare mode
-does not recompute B when only A changes. View, colormap, opacity and cell selection only redraw.
+does not recompute B when only A changes, and the queries not seen yet run as one `pipe.batch`.
+View, colormap, opacity and cell selection only redraw.
 
 Drawing: plain PNGs, and one tiny anywidget (`CellCanvas`: click to select a cell, its outline).
 Every picture is exactly what `arrcoc_lab.apps.rendering` draws, the same pixels the CLI and the
@@ -254,7 +255,7 @@ class Inspector:
             return
         budget, policy = self.budget_arg(), self.policy.value
         try:
-            outs = [self._output(q, budget, policy) for q in self.queries()]
+            outs = self._outputs(self.queries(), budget, policy)
         except ValueError as e:  # InputError: empty query, bad budget, ...
             return self._fail(e)
         self.error = None
@@ -263,20 +264,23 @@ class Inspector:
                              f"{self.calls} pipeline calls, SAM ran {self.encodes}×</span>")
         self.render()
 
-    def _output(self, query: str, budget, policy: str):
+    def _outputs(self, queries: list[str], budget, policy: str) -> list:
+        """One output per query: memoised ones as they are, the others in one `pipe.batch` call."""
         resolved = self.pipe.resolve(policy, budget)[1]  # "balanced" and 45 are one key
-        key = (self._image_version, query, resolved, policy)
-        if key in self._memo:
-            self._memo.move_to_end(key)
-            return self._memo[key]
-        out = self.pipe(self.image, query, budget=budget, policy=policy)
-        self.calls += 1
-        self.encodes += out.timings.get("sam", 0.0) > 0.0
-        log.debug("inspector: %r policy=%s budget=%s -> %d tokens", query, policy, budget, out.num_tokens)
-        self._memo[key] = out
-        if len(self._memo) > MEMO_SIZE:
+        keys = [(self._image_version, q, resolved, policy) for q in queries]
+        todo = list(dict.fromkeys(k for k in keys if k not in self._memo))
+        if todo:
+            new = self.pipe.batch([self.image] * len(todo), [k[1] for k in todo], budget=budget, policy=policy)
+            self.calls += len(todo)
+            self.encodes += any(o.timings.get("sam", 0.0) > 0.0 for o in new)
+            log.debug("inspector: %s policy=%s budget=%s -> %s tokens", todo, policy, budget, [o.num_tokens for o in new])
+            self._memo.update(zip(todo, new))
+        for k in keys:
+            self._memo.move_to_end(k)
+        outs = [self._memo[k] for k in keys]
+        while len(self._memo) > MEMO_SIZE:
             self._memo.popitem(last=False)
-        return out
+        return outs
 
     def _fail(self, e: Exception) -> None:
         self.error = str(e)

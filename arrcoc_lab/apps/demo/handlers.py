@@ -303,8 +303,11 @@ class DemoHandlers:
         budget_arg = self._check(query, quality, budget, policy, which="question A: ")
         self._check(query2, quality, budget, policy, which="question B: ")
         rgb = image_from_payload(image, self.max_image_pixels, self.roots)
-        a = self._run(rgb, query, budget_arg, policy, which="question A: ")
-        b = self._run(rgb, query2, budget_arg, policy, which="question B: ")
+        try:  # both questions in one batch: the image is encoded once, the rest runs as one forward
+            with self._lock:
+                a, b = self.pipe.compare(rgb, [query, query2], budget=budget_arg, policy=policy)
+        except InputError as e:  # both questions were checked above: what is left is the image's
+            raise InputError(f"question A: {e}") from e
         shown, a_shown = display_copy(rgb, a, self.pipe.geometry)
         _, b_shown = display_copy(rgb, b, self.pipe.geometry)
         titles = [f"A: {a.query} — {a.num_tokens} tokens", f"B: {b.query} — {b.num_tokens} tokens"]
