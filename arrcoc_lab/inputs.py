@@ -94,10 +94,23 @@ def _open_bytes(data: bytes, max_pixels: int, name: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img.load()
+            _strict_load(img)
     except Exception as e:  # noqa: BLE001 - truncated or corrupt data only shows up on decode, as anything
         raise InputError(f"cannot decode {name}: the file is corrupt or truncated ({type(e).__name__})") from None
     return img
+
+
+def _strict_load(img: Image.Image) -> None:
+    """Decode, refusing truncated data even where another library relaxed PIL process-wide
+    (`ImageFile.LOAD_TRUNCATED_IMAGES = True`: lmms-eval sets it on import)."""
+    from PIL import ImageFile
+
+    relaxed = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        img.load()
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = relaxed
 
 
 def _check_size(width: int, height: int, max_pixels: int) -> None:
@@ -113,7 +126,7 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
 def _from_pil(img: Image.Image, max_pixels: int, name: str) -> np.ndarray:
     _check_size(img.width, img.height, max_pixels)
     try:
-        img.load()  # a closed image fails here; a lazily opened one decodes
+        _strict_load(img)  # a closed image fails here; a lazily opened one decodes
         img = _exif_transposed(img)
         if img.mode.startswith("I;16"):
             return _from_array(np.asarray(img).astype(np.uint16), max_pixels)

@@ -250,3 +250,16 @@ def test_max_new_tokens(value, expected):
 def test_max_new_tokens_refused(value):
     with pytest.raises(InputError, match=r"max_new_tokens must be a whole number in \[1, 256\]"):
         check_max_new_tokens(value)
+
+
+def test_truncated_file_is_refused_even_when_pil_was_relaxed_process_wide(tmp_path, rgb, monkeypatch):
+    """lmms-eval sets PIL's LOAD_TRUNCATED_IMAGES on import; our boundary stays strict, and the
+    process-wide setting is left as it was."""
+    from PIL import ImageFile
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(InputError, match="corrupt or truncated"):
+        load_image(buf.getvalue()[: len(buf.getvalue()) // 2])
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True
