@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
-from .checkpoint import ARCHITECTURES, CARD_FILE, CONFIG_FILE, MODEL_TYPE, WEIGHTS_FILE
+from .checkpoint import ARCHITECTURES, MODEL_TYPE
 from .errors import CheckpointError, InputError
 from .modeling.presets import PRESETS, PipelineConfig, get_preset
 from .pipeline import RANDOM, Pipeline, PipelineOutput, check_device, load_pipeline
@@ -141,19 +141,14 @@ class ArrcocModel(PreTrainedModel):
 
 
 def _local_folder(name, subfolder: str, cache_dir, local_files_only: bool, revision, token) -> Path:
-    """A local folder as it is; anything else is a Hub repository id, read through the cache."""
+    """A local pipeline folder. Nothing is downloaded at run time: a Hub repository is fetched
+    beforehand (huggingface-cli download REPO --local-dir DIR) and loaded from DIR."""
     path = Path(name) / subfolder if subfolder else Path(name)
-    if path.is_dir():
-        return path
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
-
-    try:
-        snapshot = snapshot_download(str(name), revision=revision, cache_dir=cache_dir, token=token,
-                                     local_files_only=local_files_only, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, CARD_FILE])
-    except (HfHubHTTPError, HFValidationError, LocalEntryNotFoundError, OSError, ValueError) as e:
-        raise CheckpointError(f"{name} is neither a local pipeline folder nor a Hub repository available here ({e})") from None
-    return Path(snapshot) / subfolder if subfolder else Path(snapshot)
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is neither a local pipeline folder nor a Hub repository available here: arrcoc_lab "
+                              "loads from disk only; download a "
+                              "Hub repository beforehand (huggingface-cli download REPO --local-dir DIR) and pass DIR")
+    return path
 
 
 def _device(device_map) -> torch.device | None:

@@ -15,7 +15,7 @@ from .errors import InputError
 LIBRARY, LICENSE = "arrcoc-lab", "apache-2.0"
 TAGS = ("arrcoc", "vision-language", "visual-question-answering", "visual-token-compression", "adaptive-compression")
 TRAINING_KEY, EVALUATION_KEY = "arrcoc_training", "arrcoc_evaluation"  # model.safetensors metadata entries
-USAGE = (  # a local folder, or a snapshot of the Hub repository (huggingface_hub.snapshot_download)
+USAGE = (  # a local folder (a Hub repository is downloaded beforehand with huggingface-cli download)
     "from arrcoc_lab import load_pipeline",
     'pipe = load_pipeline("path/to/this/folder")   # offline; checks keys, shapes, NaN/Inf and sha256',
     'out = pipe(image, "What\'s the formula on the billboard?", budget="balanced", policy="arrcoc")',
