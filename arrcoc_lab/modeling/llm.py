@@ -98,6 +98,32 @@ class _Stop(Exception):
     """Raised by a hook to end a scoring pass after layer K."""
 
 
+def layer_attention_weights(lm, layer: nn.Module, run) -> torch.Tensor:
+    """The attention weights (B, heads, S, S) of decoder `layer` when `run()` calls the language
+    model `lm`: eager attention for this pass (SDPA returns no weights), stopped after that layer,
+    hooks and the attention kernel restored afterwards. FastV's and SparseVLM's score pass."""
+    captured = {}
+
+    def grab(module, args, out):
+        captured["w"] = out[1]
+
+    def stop(module, args, out):
+        raise _Stop
+
+    hooks = [layer.self_attn.register_forward_hook(grab), layer.register_forward_hook(stop)]
+    previous = lm.config._attn_implementation
+    lm.set_attn_implementation("eager")
+    try:
+        run()
+    except _Stop:
+        pass
+    finally:
+        for h in hooks:
+            h.remove()
+        lm.set_attn_implementation(previous)
+    return captured["w"]
+
+
 class LanguageModel(nn.Module):
     def __init__(self, cfg: LLMConfig, model: nn.Module, tokenizer):
         super().__init__()
@@ -199,24 +225,7 @@ class LanguageModel(nn.Module):
                              f"got {type(lm).__name__}")
         k = min(max(layer, 1), len(layers))
         batch = self.build(visual, visual_mask, questions, left_pad=True, query=query)
-        captured = {}
-
-        def grab(module, args, out):
-            captured["w"] = out[1]
-
-        def stop(module, args, out):
-            raise _Stop
-
-        hooks = [layers[k - 1].self_attn.register_forward_hook(grab), layers[k - 1].register_forward_hook(stop)]
-        previous = lm.config._attn_implementation
-        lm.set_attn_implementation("eager")
-        try:
-            lm(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, use_cache=False)
-        except _Stop:
-            pass
-        finally:
-            for h in hooks:
-                h.remove()
-            lm.set_attn_implementation(previous)
+        weights = layer_attention_weights(lm, layers[k - 1], lambda: lm(
+            inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, use_cache=False))
         start = batch.attention_mask.argmax(1)  # left padding: first real position = first visual token
-        return captured["w"], start
+        return weights, start

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..errors import CheckpointError, InputError
 from .geometry import Geometry
-from .llm import IGNORE, AnswerLoss
+from .llm import IGNORE, AnswerLoss, layer_attention_weights
 from .vlm import FAMILIES, VLMConfig, drop_external
 
 
@@ -39,10 +39,6 @@ class VLMBatch:
     labels: torch.Tensor | None  # (B, S) long, IGNORE outside the answer
     visual_start: torch.Tensor  # (B,) column of each sample's first visual token
     orders: list[torch.Tensor]  # per sample (T_i,): the token-set index of each visual slot (raster order)
-
-
-class _Stop(Exception):
-    """Raised by a hook to end a scoring pass after layer K."""
 
 
 class VLMLanguageModel(nn.Module):
@@ -205,31 +201,13 @@ class VLMLanguageModel(nn.Module):
         layers = lm.layers
         k = min(max(layer, 1), len(layers))
         b = self.build(visual, visual_mask, questions, left_pad=True, positions=positions)
-        captured = {}
-
-        def grab(module, args, out):
-            captured["w"] = out[1]
-
-        def stop(module, args, out):
-            raise _Stop
-
-        hooks = [layers[k - 1].self_attn.register_forward_hook(grab), layers[k - 1].register_forward_hook(stop)]
-        previous = lm.config._attn_implementation
-        lm.set_attn_implementation("eager")
-        try:
-            self.model(inputs_embeds=b.inputs_embeds, attention_mask=b.attention_mask, position_ids=b.position_ids,
-                       use_cache=False)
-        except _Stop:
-            pass
-        finally:
-            for h in hooks:
-                h.remove()
-            lm.set_attn_implementation(previous)
-        w = captured["w"].clone()  # (B, heads, S, S)
+        raw = layer_attention_weights(lm, layers[k - 1], lambda: self.model(
+            inputs_embeds=b.inputs_embeds, attention_mask=b.attention_mask, position_ids=b.position_ids, use_cache=False))
+        w = raw.clone()  # (B, heads, S, S)
         for i, order in enumerate(b.orders):
             s, slots = int(b.visual_start[i]), torch.empty_like(order)
             slots[order] = torch.arange(len(order), device=order.device)  # token t sits in slot slots[t]
-            w[i, :, :, s:s + len(order)] = captured["w"][i, :, :, s + slots]
+            w[i, :, :, s:s + len(order)] = raw[i, :, :, s + slots]
         return w, b.visual_start
 
 
