@@ -71,6 +71,7 @@ from arrcoc_lab.training.config import TrainConfig
 from arrcoc_lab.training.loop import run_phase
 from arrcoc_lab.training.sampling import load_train_data
 from arrcoc_lab.evaluation.evaluate import load_eval_set, evaluate, summarize
+from arrcoc_lab.evaluation.sign_reading import reading_table, sign_reading
 from arrcoc_lab.evaluation.viz_report import training_curves_figure
 from arrcoc_lab.checkpoint import atomic_write_text
 
@@ -117,8 +118,12 @@ for p, s in summary.items():
     print(f"{p:8s} acc {s['accuracy']:.3f}  gist {s['accuracy_gist']:.3f}  detail {s['accuracy_detail']:.3f}  "
           f"tokens {s['avg_tokens']:.1f}  lift {s['target_lift_detail']:.2f}  qdep {s['query_dependence'].get('rate', float('nan')):.2f}")"""
 
+READ = """signs = sign_reading(pipe.model, ev, progress=False)  # each sign's cells at a level, the rest at the minimum
+print(reading_table(signs))"""
+
 SAVE = """metrics = {"phase": ph.name, "steps": result.steps, "final_losses": result.history[-1],
-           "val": summary, "budget": budget, "weights": result.weights}
+           "val": summary, "budget": budget, "weights": result.weights,
+           "sign_reading": [r.to_dict() for r in signs]}
 atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=float))
 atomic_write_text(out / "config.json", json.dumps({"pipeline": pipe.config.to_dict(), "train": cfg.__dict__,
                                                    "phase": ph.__dict__}, indent=2, default=str))
@@ -135,7 +140,9 @@ def build(name, phase, steps, title, text):
                        ("md", "## Data: the training scenes, SAM features computed once and cached"), DATA,
                        ("md", "## Train"), TRAIN,
                        ("md", "## Losses, level usage, average tokens; sampled allocation decisions"), CURVES,
-                       ("md", "## Validation at the uniform-16× budget"), EVAL, SAVE])
+                       ("md", "## Validation at the uniform-16× budget"), EVAL,
+                       ("md", "## Can the downstream read? Each sign's cells at one level, every other cell at the "
+                              "minimum, no allocator"), READ, SAVE])
 
 
 EVAL_PARAMS = """# parameters

@@ -411,3 +411,35 @@ def test_run_phase_refuses_a_changed_resume_before_training(run_dir):
         run_phase(pipe.model, None, get_phase("phase1a", steps=8, lr=5e-4), TrainConfig(batch_size=4, progress=False),
                   out, pipeline_config={"preset": "tiny"})
     assert json.loads((out / "train_config.json").read_text()) == json.loads(json.dumps(config))
+
+
+def test_a_resume_takes_segments_that_start_after_its_checkpoint(run_dir):
+    """A phase's segments change how later batches are drawn: appended ones that start at or after
+    the checkpoint's step change nothing already trained, so the run resumes under them; one that
+    starts earlier, or an edited one, would have drawn other batches, so it is refused; a field new to
+    PhaseConfig is taken at its default (the behaviour the checkpoint was trained under)."""
+    from arrcoc_lab.training.checkpoints import check_resume, later_changes
+    from arrcoc_lab.training.config import TrainConfig
+    from arrcoc_lab.training.loop import run_config
+    from arrcoc_lab.training.phases import get_phase
+
+    out, config, _ = run_dir  # newest checkpoint: step 4
+    with_segments = lambda *segs: run_config(get_phase("phase1a", steps=8, lr=1e-3, segments=segs),
+                                             TrainConfig(batch_size=4), {"preset": "tiny"})
+    later = with_segments((4, {"detail_share": 0.9}), (6, {"rephrase": 0.0}))
+    check_resume(out, later)  # accepted
+    assert later_changes(config, later, 4) == ["phase.segments"]
+    with pytest.raises(CheckpointError, match="phase.segments"):
+        check_resume(out, with_segments((3, {"detail_share": 0.9})))
+    old_without_field = json.loads(json.dumps(config))
+    del old_without_field["phase"]["reading_top_share"]
+    assert "phase.reading_top_share" in later_changes(old_without_field, config, 4)
+    changed_default = json.loads(json.dumps(config))
+    changed_default["phase"]["reading_top_share"] = 0.9
+    assert "phase.reading_top_share" not in later_changes(old_without_field, changed_default, 4)
+    # a checkpoint written under segments: they stay, more may follow
+    (out / "checkpoints" / "step_000004" / "state.json").write_text(
+        json.dumps({"step": 4, "history": [], "config": with_segments((2, {"detail_share": 0.9}))}))
+    check_resume(out, with_segments((2, {"detail_share": 0.9}), (5, {"rephrase": 0.0})))
+    with pytest.raises(CheckpointError, match="phase.segments"):
+        check_resume(out, with_segments((2, {"detail_share": 0.8})))

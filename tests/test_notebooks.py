@@ -47,6 +47,7 @@ def check_phase(nb, out_dir: Path, executed: Path) -> None:
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics["steps"] == 2 and set(metrics["val"]) == {"arrcoc", "uniform", "random", "full"}
     assert metrics["val"]["full"]["avg_tokens"] == 1024  # the lab geometry's full resolution
+    assert [r["level"] for r in metrics["sign_reading"]] == [3, 2]  # the top two levels, signs alone
     history = json.loads((out_dir / "history.json").read_text())
     assert [h["step"] for h in history] == [1, 2]
     assert json.loads((out_dir / "config.json").read_text())["pipeline"]["preset"] == "lab"

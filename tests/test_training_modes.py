@@ -3,6 +3,7 @@ mixed training sets, the LLM's question states, and configs that builders never 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
 
 import numpy as np
@@ -82,8 +83,45 @@ def test_reading_views_show_the_sign_and_little_else(tiny):
             if b["detail"][k] and t.any():
                 seen |= set(b["levels"][k][t].tolist())
     assert seen == {1, g.max_level_index}
+    for share, want in ((0.0, {1}), (1.0, {g.max_level_index})):  # reading_top_share: the top level's share of steps
+        only = get_phase("phase0", steps=10, reading_steps=1.0, reading_top_until=0.0, reading_level=1,
+                         reading_top_share=share)
+        assert {int(only_level) for s in range(6) for only_level in _sign_levels(data, pipe.model, only, s, cfg)} == want
     out = TrainStep(pipe.model, ph)(batch)
     assert torch.equal(out["_levels"], levels)  # the forward used the given levels as they were
+
+
+def _sign_levels(data, model, phase, step, cfg) -> list[int]:
+    """The levels the step's batch gives the cells of its detail samples' signs."""
+    b = make_batch(data, model, phase, step, cfg, 0, 1, "cpu")
+    out = []
+    for k in range(len(b["questions"])):
+        t = torch.nan_to_num(b["target_cells"][k]) > 0
+        if b["detail"][k] and t.any() and "levels" in b:
+            out += b["levels"][k][t].tolist()
+    return out
+
+
+def test_segments_change_the_batches_from_their_step_on(tiny):
+    """Phase 0's schedule: a segment changes how batches are drawn from its step on, and only that."""
+    pipe, data, cfg = tiny
+    seg = {"reading_steps": 1.0, "reading_top_until": 0.0, "reading_top_share": 0.0, "reading_level": 1}
+    ph = get_phase("phase0", steps=10, reading_steps=0.0, segments=((4, seg),))
+    assert ph.at(3).reading_steps == 0.0 and ph.at(4).reading_steps == 1.0 and ph.at(9).reading_level == 1
+    assert ph.at(9).lr == ph.lr and ph.at(9).steps == ph.steps
+    assert all("levels" not in make_batch(data, pipe.model, ph, s, cfg, 0, 1, "cpu") for s in range(4))
+    levels = [lv for s in range(4, 8) for lv in _sign_levels(data, pipe.model, ph, s, cfg)]
+    assert levels and set(levels) == {1}
+    shipped = get_phase("phase0")  # the lab curriculum's own schedule
+    assert shipped.at(1499).detail_share == 0.6 and shipped.at(1500).detail_share == 0.8
+    short = get_phase("phase0", steps=100)  # a short run (a smoke test, a report run) never reaches it
+    assert dataclasses.replace(short.at(99), segments=()) == get_phase("phase0", steps=100, segments=())
+    with pytest.raises(InputError, match="lr"):
+        get_phase("phase0", segments=((5, {"lr": 1.0}),))  # the optimisation is not a segment's to change
+    with pytest.raises(InputError, match="reading_steps"):
+        get_phase("phase0", segments=((5, {"reading_steps": 2.0}),))
+    with pytest.raises(InputError, match="≥ 0"):
+        get_phase("phase0", segments=((-1, {"rephrase": 0.0}),))
 
 
 def test_question_dropout_blanks_a_share_of_byte_prompts(tiny):

@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import CheckpointError, InputError
-from .commands import (cmd_bench, cmd_demo, cmd_eval, cmd_example, cmd_examples, cmd_export, cmd_inspect,
+from .commands import (cmd_bench, cmd_demo, cmd_eval, cmd_example, cmd_examples, cmd_export, cmd_inspect, cmd_read_signs,
                        cmd_latency, cmd_run_phase, cmd_throughput, cmd_train)
 
 log = logging.getLogger("arrcoc_lab")
@@ -84,6 +84,13 @@ def _budgets(text):
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers ≥ 1, e.g. 64,100,256, got {text!r}") from None
 
 
+def _levels(text):
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated level numbers, e.g. 3,2") from None
+
+
 def _max_new_tokens(text):
     from ..inputs import check_max_new_tokens
 
@@ -111,6 +118,10 @@ COMMANDS = (
     ("Evaluate", "eval", "evaluate policies on a SceneBench/DocSynth split: accuracy, tokens, allocation metrics",
      "Writes metrics.json, rows.jsonl and figures to runs/eval/<data>-<policies>-<budget>/ "
      "(--update-reports: reports/eval/…)."),
+    ("Evaluate", "read-signs", "measure how many fine-detail signs the downstream reads when shown at a level",
+     "Each sign's cells at --levels, every other cell at the minimum, no allocator: what CLIP, the adapter and "
+     "the LLM can read (training shows itself with it). Writes metrics.json to runs/read-signs/<data>/ "
+     "(--update-reports: reports/read-signs/…)."),
     ("Evaluate", "bench", "benchmark every policy at equal budgets: accuracy, tokens, FLOPs, latency",
      "Writes metrics.json, report.md and plots to runs/bench/<preset>/ (--update-reports: reports/bench/<preset>/, "
      "the tracked benchmark; docs/BENCHMARK.md)."),
@@ -156,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS,
                            parser_class=Parser, prog=PROG)  # "arrcoc-lab inspect", not the usage line
     adders = {"examples": _add_examples, "inspect": _add_inspect, "example": _add_example, "demo": _add_demo,
-              "eval": _add_eval, "bench": _add_bench, "latency": _add_latency, "throughput": _add_throughput,
+              "eval": _add_eval, "read-signs": _add_read_signs, "bench": _add_bench, "latency": _add_latency, "throughput": _add_throughput,
               "run-phase": _add_run_phase,
               "train": _add_train, "export": _add_export}
     for _, name, text, more in COMMANDS:
@@ -232,6 +243,16 @@ def _add_eval(e) -> None:
     _report_options(e, "runs/eval/<data>-<policies>-<budget>")
     e.add_argument("--phrasing", choices=("seen", "heldout"), default="seen", help="heldout: phrasings never used in training")
     e.set_defaults(fn=cmd_eval)
+
+
+def _add_read_signs(r) -> None:
+    _pipeline_options(r, allocation=False)
+    r.add_argument("--data", default="scenebench:test", help="scenebench|docsynth:train|val|test (default scenebench:test)")
+    r.add_argument("--n-scenes", dest="n_scenes", type=_count(1), default=30, help="scenes, 6 questions each (default 30)")
+    r.add_argument("--levels", type=_levels, default=None, help="comma-separated levels (default: the top two)")
+    r.add_argument("--cache-dir", dest="cache_dir", default="cache", help="feature cache folder (default cache)")
+    _report_options(r, "runs/read-signs/<data>")
+    r.set_defaults(fn=cmd_read_signs)
 
 
 def _add_bench(b) -> None:

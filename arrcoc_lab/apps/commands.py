@@ -4,6 +4,7 @@ run was started with) and raises InputError / CheckpointError before any model i
 scene is rendered; `main` prints that as one line and exits 2."""
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -186,6 +187,26 @@ def cmd_eval(args) -> int:
 
     print(eval_table(report_) + (f"({shard.world} processes)\n" if shard.world > 1 else ""))
     print(f"report: {out_dir}/metrics.json")
+    return 0
+
+
+def cmd_read_signs(args) -> int:
+    from ..evaluation.evaluate import load_eval_set
+    from ..evaluation.sign_reading import check_levels, reading_table, sign_reading
+
+    check_pipeline_args(args)
+    check_eval_data(args.data, args.n_scenes, preset_geometry(args))
+    if args.levels is not None:
+        check_levels(args.levels, preset_geometry(args))
+    out_dir = output_folder(args, f"read-signs/{args.data.replace(':', '-')}")
+    pipe = load(args)
+    es = load_eval_set(pipe.model, args.data, args.n_scenes, args.cache_dir, progress=args.verbose)
+    results = sign_reading(pipe.model, es, args.levels, progress=args.verbose)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps({"data": args.data, "n_scenes": args.n_scenes,
+                                                      "weights": pipe.config.weights,
+                                                      "levels": [r.to_dict() for r in results]}, indent=2))
+    print(reading_table(results) + f"report: {out_dir}/metrics.json")
     return 0
 
 

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ from torch import nn
 
 from ..checkpoint import apply_weights, atomic_write_text, read_weights, save_weights
 from ..errors import CheckpointError
+from .phases import PhaseConfig
 
 log = logging.getLogger(__name__)
 # Settings a resumed run can change and honour (they do not alter what the next step computes from
@@ -70,7 +72,7 @@ def load_checkpoint(out_dir: Path, model, optimizer, scheduler, aux: nn.Module |
             problems.append(f"{ck.name}: {e}")
             continue
         if config is not None:
-            _check_config(meta.get("config"), config, ck)
+            _check_config(meta.get("config"), config, ck, meta["step"])
         if problems:
             message = f"resuming from {ck} (step {meta['step']}): newer checkpoints are damaged: {'; '.join(problems)}"
             log.warning(message)
@@ -92,7 +94,7 @@ def check_resume(out_dir: Path, config: dict) -> None:
             meta = _read_state(ck)
         except CheckpointError:
             continue
-        _check_config(meta.get("config"), config, ck)
+        _check_config(meta.get("config"), config, ck, meta["step"])
         return
 
 
@@ -106,10 +108,24 @@ def config_differences(old, new, prefix: str = "") -> list[str]:
     return [] if old == new or key in RESUMABLE else [key]
 
 
-def _check_config(old, new: dict, ck: Path) -> None:
+def later_changes(old: dict, new: dict, step: int) -> list[str]:
+    """The differences a run resumed at `step` may take: phase fields added to PhaseConfig since the
+    checkpoint, at the default that keeps the old behaviour, and segments appended that start at or
+    after `step` (they change only batches not drawn yet)."""
+    old_phase, new_phase = (json.loads(json.dumps(c.get("phase") or {}, default=str)) for c in (old, new))
+    defaults = json.loads(json.dumps(asdict(PhaseConfig("defaults", (), {})), default=str))
+    ok = [f"phase.{k}" for k in set(new_phase) - set(old_phase) - {"segments"} if new_phase[k] == defaults.get(k)]
+    old_seg, new_seg = old_phase.get("segments") or [], new_phase.get("segments") or []
+    if new_seg[:len(old_seg)] == old_seg and all(start >= step for start, _ in new_seg[len(old_seg):]):
+        ok.append("phase.segments")
+    return ok
+
+
+def _check_config(old, new: dict, ck: Path, step: int) -> None:
     if old is None:  # a checkpoint from before settings were stored: nothing to compare
         return
-    diff = config_differences(old, new)
+    allowed = set(later_changes(old, new, step))
+    diff = [d for d in config_differences(old, new) if d not in allowed]
     if diff:
         shown = ", ".join(diff[:12]) + (f" and {len(diff) - 12} more" if len(diff) > 12 else "")
         raise CheckpointError(f"cannot resume from {ck}: the run was started with other settings ({shown}); "

@@ -53,10 +53,14 @@ class PhaseConfig:
     # 1,024, which is what makes teaching the downstream to read affordable on a CPU
     reading_steps: float = 0.0
     reading_top_until: float = 0.5  # reading-first: before this fraction of the phase, reading views use the top level only
-    reading_level: int = 2  # after it, half of the reading views use this level (the lab's 64-token budget gives a sign level 2)
+    reading_level: int = 2  # after it, the other reading views use this level (the lab's 64-token budget gives a sign level 2)
+    reading_top_share: float = 0.5  # after it, this share of reading steps still uses the top level
     question_dropout: float = 0.0  # share of samples whose byte prompt omits the question (the LLM must use the query encoder's)
     rephrase: float = 0.0  # share of questions drawn in another phrasing of the training generator (data/phrasing.py)
     micro_batches: int = 1  # reading steps: chunks of similar token counts, gradients accumulated (padding costs less)
+    # a schedule of what the batches hold: ((from_step, {field: value, …}), …) — from that step on,
+    # those sampling fields (SEGMENT_FIELDS) take those values; steps, learning rate and losses stay
+    segments: tuple = ()
     description: str = ""
 
     def __post_init__(self):
@@ -70,16 +74,35 @@ class PhaseConfig:
             raise InputError(f"phase {self.name}: detail_share must be in [0, 1], got {self.detail_share}")
         if not 0.0 <= self.high_res_steps <= 1.0:
             raise InputError(f"phase {self.name}: high_res_steps must be in [0, 1], got {self.high_res_steps}")
-        for name in ("reading_steps", "reading_top_until", "question_dropout", "full_steps", "rephrase"):
+        for name in ("reading_steps", "reading_top_until", "reading_top_share", "question_dropout", "full_steps", "rephrase"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"phase {self.name}: {name} must be in [0, 1], got {getattr(self, name)}")
         if self.micro_batches < 1:
             raise InputError(f"phase {self.name}: micro_batches must be ≥ 1, got {self.micro_batches}")
         if self.budget_floor < 0:
             raise InputError(f"phase {self.name}: budget_floor must be ≥ 0, got {self.budget_floor}")
+        for start, overrides in self.segments:
+            bad = set(overrides) - set(SEGMENT_FIELDS)
+            if bad or int(start) < 0:  # a segment past the last step (a shortened run) is never reached
+                raise InputError(f"phase {self.name}: a segment changes some of {list(SEGMENT_FIELDS)} from a step "
+                                 f"≥ 0; got step {start} with {sorted(overrides)}")
+            replace(self, segments=(), **overrides)  # the values themselves pass the checks above
         if self.allocation not in ALLOCATIONS:
             raise InputError(f"phase {self.name}: unknown allocation {self.allocation!r}; known: {list(ALLOCATIONS)}")
 
+
+    def at(self, step: int) -> "PhaseConfig":
+        """The phase as it samples the batch of `step`: its segments applied in order up to that step."""
+        out = self
+        for start, overrides in self.segments:
+            if step >= start:
+                out = replace(out, **overrides)
+        return out
+
+
+# what a segment may change: how batches are drawn, never the optimisation itself
+SEGMENT_FIELDS = ("detail_share", "high_res_steps", "full_steps", "reading_steps", "reading_top_until", "reading_level",
+                  "reading_top_share", "question_dropout", "rephrase", "micro_batches")
 
 DOWNSTREAM = STAGES[STAGES.index("compressor"):]  # what turns an allocation into an answer
 
@@ -92,6 +115,11 @@ PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PhaseConfig("phase0", DOWNSTREAM, {"answer": 1.0}, allocation="mixed", lr=1e-3, steps=6000,
                 detail_share=0.6, high_res_steps=0.0, full_steps=0.01, reading_steps=0.6, reading_top_until=0.35,
                 reading_level=2, question_dropout=0.25, rephrase=0.5, micro_batches=4,
+                # from step 1,500 (the sign read 1.7 % of held-out test signs at the top level, the
+                # reading probes needed ~64,000 sign examples to take off and level 2 ~128,000 more):
+                # most steps reading views, most samples signs, level 2 on 70 % of reading steps
+                # after the reading-first part (reports/lab/RUN.md)
+                segments=((1500, {"detail_share": 0.8, "reading_steps": 0.85, "reading_top_share": 0.3}),),
                 description="downstream pre-training on randomised allocations and reading views"),
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
                 lr=2e-3, steps=300, detail_share=0.5, rephrase=0.5,

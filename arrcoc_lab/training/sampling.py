@@ -130,8 +130,9 @@ def sample_indices(data: TrainData, phase: PhaseConfig, step: int, cfg: TrainCon
 
 def make_batch(data: TrainData, model, phase: PhaseConfig, step: int, cfg: TrainConfig, rank: int, world: int,
                device) -> dict:
-    """The global batch of `step` (same for any number of processes); this process's share."""
-    g = model.geometry
+    """The global batch of `step` (same for any number of processes); this process's share, drawn
+    as the phase's segments say for that step."""
+    g, phase = model.geometry, phase.at(step)
     idx = sample_indices(data, phase, step, cfg)
     mine = idx[rank::world]
     rows = data.scenes.rows([data.scene_index[i] for i in mine])
@@ -206,11 +207,13 @@ def rephrased(questions: list[str], share: float, seed: int, step: int, rank: in
 
 
 def reading_view_level(phase: PhaseConfig, step: int, seed: int, g) -> int:
-    """Reading-first: the top level before `reading_top_until` of the phase, then top or
-    `reading_level` with equal odds (drawn per step, so a batch shares one token count)."""
+    """Reading-first: the top level before `reading_top_until` of the phase, then the top level on
+    `reading_top_share` of the steps and `reading_level` on the others (drawn per step, so a batch
+    shares one token count)."""
     if step < phase.reading_top_until * phase.steps:
         return g.max_level_index
-    return g.max_level_index if np.random.default_rng([seed, step, 7]).random() < 0.5 else phase.reading_level
+    top = np.random.default_rng([seed, step, 7]).random() < phase.reading_top_share
+    return g.max_level_index if top else phase.reading_level
 
 
 def reading_views(batch: dict, others: torch.Tensor, g, exponent: float, level: int, seed: int, step: int,
