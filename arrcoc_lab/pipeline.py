@@ -279,7 +279,7 @@ def load_pipeline(preset: str | Path = "lab", weights: str | Path | None = None,
     `preset_kwargs` go to the preset: load_pipeline("hf-vlm", vlm_path=DIR) wraps a local LLaVA or
     Qwen2-VL folder (docs/HF_VLM.md); it runs training-free without weights of ours, so it does not warn."""
     device = check_device(device)
-    folder = _as_folder(preset)
+    folder = preset_folder(preset)
     if folder is not None:
         return _load_folder(folder, weights, device, config, preset_kwargs)
     seeded_init = isinstance(weights, str) and weights == RANDOM
@@ -311,7 +311,7 @@ def _build(cfg: PipelineConfig, device: torch.device | None) -> Pipeline:
     return Pipeline(model, built.config)
 
 
-def _as_folder(preset) -> Path | None:
+def preset_folder(preset) -> Path | None:
     """The saved folder `preset` names, or None for a preset name. Registry names win over a
     folder of the same name in the working directory (write "./lab" or Path("lab") for that)."""
     if isinstance(preset, Path):

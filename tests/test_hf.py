@@ -20,7 +20,7 @@ import yaml
 import arrcoc_lab
 from arrcoc_lab.checkpoint import EXTERNAL_PREFIXES, save_weights
 from arrcoc_lab.errors import CheckpointError, InputError
-from arrcoc_lab.pipeline import LAB_WEIGHTS, Pipeline, _as_folder, load_pipeline
+from arrcoc_lab.pipeline import LAB_WEIGHTS, Pipeline, preset_folder, load_pipeline
 
 QUERY, BUDGET = "What is the code on the sign?", 12
 FILES = {"config.json", "model.safetensors", "README.md"}
@@ -176,7 +176,7 @@ def test_bad_arguments(trained, saved, tmp_path):
         _load(saved / "model.safetensors")
     with pytest.raises(InputError, match="preset options"):
         _load(saved, llm_path="/models/x")
-    assert _as_folder("tiny") is None and _as_folder("./tiny") == Path("tiny") and _as_folder(Path("tiny")) == Path("tiny")
+    assert preset_folder("tiny") is None and preset_folder("./tiny") == Path("tiny") and preset_folder(Path("tiny")) == Path("tiny")
 
 
 def test_import_arrcoc_lab_stays_light():

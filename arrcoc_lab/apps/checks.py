@@ -31,10 +31,10 @@ def check_pipeline_args(args) -> None:
     """What `load` will load, checked before anything else: the preset, the paper paths, the device
     and that the weights and config files exist."""
     from ..checkpoint import check_folder
-    from ..pipeline import RANDOM, _as_folder, check_device
+    from ..pipeline import RANDOM, preset_folder, check_device
 
     paper_paths(args)
-    folder = _as_folder(args.preset)
+    folder = preset_folder(args.preset)
     if folder is not None:
         check_folder(folder, weights=args.weights is None)
     elif args.config is None:
@@ -49,9 +49,9 @@ def check_pipeline_args(args) -> None:
 def preset_geometry(args):
     """The geometry the command will run at, known before any model is built: the preset's, or the
     config.json of a saved folder or of --config."""
-    from ..pipeline import _as_folder, read_config
+    from ..pipeline import preset_folder, read_config
 
-    folder = _as_folder(args.preset)
+    folder = preset_folder(args.preset)
     if getattr(args, "config", None) is not None:
         return read_config(args.config).geometry
     if folder is not None:
