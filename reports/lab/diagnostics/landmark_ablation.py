@@ -18,6 +18,8 @@ if "noq" in variant:
 if "noadapt" in variant:
     from arrcoc_lab.modeling.adapter import AdapterOutput
     m.adapter.forward = lambda tokens, levels, mask: AdapterOutput(tokens=tokens, quality=mask.float(), gate=torch.tensor(0.0))
+if "gateclosed" in variant:  # the adapter starts as the identity (sigmoid(-4) = 0.018 of the normalised branch)
+    m.adapter.gate_logit.data.fill_(-4.0)
 cfg = TrainConfig(data="scenebench:train@2000", batch_size=32, progress=False)
 data = load_train_data(m, cfg)
 fams = fam.split(",")
