@@ -195,9 +195,10 @@ def cmd_read_signs(args) -> int:
     from ..evaluation.sign_reading import check_levels, reading_table, sign_reading
 
     check_pipeline_args(args)
-    check_eval_data(args.data, args.n_scenes, preset_geometry(args))
+    geometry = preset_geometry(args)
+    check_eval_data(args.data, args.n_scenes, geometry)
     if args.levels is not None:
-        check_levels(args.levels, preset_geometry(args))
+        check_levels(args.levels, geometry)
     out_dir = output_folder(args, f"read-signs/{args.data.replace(':', '-')}")
     pipe = load(args)
     es = load_eval_set(pipe.model, args.data, args.n_scenes, args.cache_dir, progress=args.verbose)

@@ -49,6 +49,7 @@ def sign_reading(model, es: EvalSet, levels=None, batch_size: int = 16, progress
     if not signs:
         raise InputError(f"{es.spec}: no fine-detail question with a target box among {len(es.samples)} questions")
     device = next(model.relevance.parameters()).device
+    cell_tokens = torch.tensor(g.levels, device=device)  # level → tokens a cell
     out = []
     for level in levels:
         right, tokens, examples = 0, 0, []
@@ -61,7 +62,7 @@ def sign_reading(model, es: EvalSet, levels=None, batch_size: int = 16, progress
                         policy=OraclePolicy(on_sign.float(), view), budget=[g.max_tokens] * len(chunk),
                         features=es.scenes.features[idx].float().to(device), generate=True,
                         seeds=[stable_seed(s.id) for s in chunk])
-            tokens += int(torch.tensor(g.levels, device=device)[view].sum())
+            tokens += int(cell_tokens[view].sum())
             for s, pred in zip(chunk, res.answers):
                 right += exact_match(pred, s.answers or s.answer)
                 if len(examples) < n_examples:

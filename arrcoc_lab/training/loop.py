@@ -75,8 +75,9 @@ def run_phase(model, data: TrainData, phase: PhaseConfig | str, cfg: TrainConfig
     tick = time.perf_counter()  # wall_s in the history: training seconds so far, summed over resumed sittings
     with RunTracker(acc, names, phase.name, config, history) as tracker:  # replays a resumed run's history
         for step in bar:
-            batch = make_batch(data, model, phase, step, cfg, acc.process_index, acc.num_processes, acc.device)
-            chunks = split_by_tokens(batch, phase.at(step).micro_batches, model.geometry)
+            drawn = phase.at(step)  # the phase's segments, applied once for this step
+            batch = make_batch(data, model, drawn, step, cfg, acc.process_index, acc.num_processes, acc.device)
+            chunks = split_by_tokens(batch, drawn.micro_batches, model.geometry)
             shares = [len(c["questions"]) / len(batch["questions"]) for c in chunks]
             out, terms = _merge([(w, _backward(acc, wrapped, c, phase, step, w)) for c, w in zip(chunks, shares)])
             if len(chunks) > 1:  # the samples in the order of `out` (sorted by tokens), for the sample log

@@ -90,10 +90,12 @@ class PhaseConfig:
         if self.allocation not in ALLOCATIONS:
             raise InputError(f"phase {self.name}: unknown allocation {self.allocation!r}; known: {list(ALLOCATIONS)}")
 
-
     def at(self, step: int) -> "PhaseConfig":
-        """The phase as it samples the batch of `step`: its segments applied in order up to that step."""
-        out = self
+        """The phase as it samples the batch of `step`: its segments applied in order up to that step,
+        and none left (so a second `at` is free)."""
+        if not self.segments:
+            return self
+        out = replace(self, segments=())
         for start, overrides in self.segments:
             if step >= start:
                 out = replace(out, **overrides)
