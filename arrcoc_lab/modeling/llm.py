@@ -129,8 +129,13 @@ class LanguageModel(nn.Module):
         super().__init__()
         self.cfg, self.model, self.tokenizer = cfg, model, tokenizer
         hidden = model.get_input_embeddings().embedding_dim
-        self.question_proj = (nn.Sequential(nn.LayerNorm(cfg.query_dim), nn.Linear(cfg.query_dim, hidden))
-                              if cfg.question_embedding else None)
+        self.question_proj = None
+        if cfg.question_embedding:
+            self.question_proj = nn.Sequential(nn.LayerNorm(cfg.query_dim), nn.Linear(cfg.query_dim, hidden))
+            # the states start at zero: at a random init they are the sequence's largest tokens and hold
+            # back the LLM's use of the image (reports/lab/RUN.md, "Why phase 0 did not read")
+            nn.init.zeros_(self.question_proj[1].weight)
+            nn.init.zeros_(self.question_proj[1].bias)
 
     @property
     def hidden_size(self) -> int:

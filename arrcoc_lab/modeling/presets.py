@@ -122,7 +122,9 @@ def lab() -> PipelineConfig:
         # CLIP from scratch starts as a pass-through (reports/lab/probe: a scrambling start lost shape)
         clip=ClipConfig(image_size=256, patch_size=8, width=128, layers=4, heads=4, output_dim=128,
                         zero_init_residual=True),
-        adapter=AdapterConfig(heads=4),
+        # the adapter starts as the identity (gate sigmoid(-4) = 0.02): a random normaliser at gate 0.5
+        # held back the LLM's use of the image (reports/lab/RUN.md)
+        adapter=AdapterConfig(heads=4, gate_init=-4.0),
         # the LLM also reads the question through MiniLM (issue 15: phrasings never seen in training)
         llm=LLMConfig(hidden_size=128, layers=4, heads=4, kv_heads=2, intermediate_size=384, max_positions=2048,
                       question_embedding=True),

@@ -21,7 +21,7 @@ from .checkpoints import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .phases import PhaseConfig, get_phase
 from .sampling import TrainData, make_batch, split_by_tokens
-from .step import TrainStep, set_trainable
+from .step import TrainStep, param_groups, set_trainable
 from .tracking import RunTracker, accelerator_kwargs, trackers
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def run_phase(model, data: TrainData, phase: PhaseConfig | str, cfg: TrainConfig
     if step_module.reader is not None:
         params += list(step_module.reader.parameters())
     model.train()
-    optimizer = torch.optim.AdamW(params, lr=phase.lr, weight_decay=phase.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, params, phase), lr=phase.lr, weight_decay=phase.weight_decay)
     lr_at = lambda s: min(1.0, (s + 1) / max(phase.warmup, 1)) * 0.5 * (1 + math.cos(math.pi * min(s / max(phase.steps, 1), 1.0)))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
     config = run_config(phase, cfg, pipeline_config)

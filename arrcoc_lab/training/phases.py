@@ -3,9 +3,9 @@ losses, with which kind of allocation. One loop (train.py) runs any phase.
 
   encoder  (optional, before phase 0; its own loop in encoder_pretrain.py, not a PhaseConfig) the lab
            SAM learns without labels to keep each patch's pixels, then is frozen for good.
-  phase0   downstream pre-training (compressor heads, CLIP, adapter, projector, LLM) on randomised
-           allocations. Allowed because no pretrained CLIP/LLM can be downloaded here; it also makes
-           one downstream that accepts any allocation, so policies can be compared on equal terms.
+  phase0   downstream pre-training (compressor heads, adapter at a tenth of the rate, projector, LLM;
+           CLIP stays at its pass-through start) on randomised allocations. Allowed because no
+           pretrained CLIP/LLM can be downloaded here; it also makes one downstream that accepts any allocation, so policies can be compared on equal terms.
            Plus `read`: a training-only region reader (reader.py) spells the answer from the target
            region's visual tokens, so the downstream keeps character shape for the LLM to read.
   phase1a  allocator pre-training on region labels: the relevance analyzer learns which cells hold
@@ -39,6 +39,9 @@ class PhaseConfig:
     allocation: str = "mixed"  # none | mixed (random budgets × oracle/random/uniform/model utilities) | model (knapsack on learned relevance) | gumbel (straight-through from relevance) | uniform (fixed 16× everywhere)
     lr: float = 1e-3  # peak learning rate (AdamW, cosine decay after warmup)
     weight_decay: float = 0.01
+    # learning-rate multipliers of some trainable modules (dotted paths: "clip", "llm.question_proj");
+    # the most specific path wins, the rest train at `lr`
+    lr_scale: dict[str, float] = field(default_factory=dict)
     warmup: int = 20  # warm-up steps
     steps: int = 200  # optimisation steps
     target_budget: str = "uniform"  # efficiency: average tokens allowed ("uniform" or a quality mode)
@@ -87,6 +90,11 @@ class PhaseConfig:
                 raise InputError(f"phase {self.name}: a segment changes some of {list(SEGMENT_FIELDS)} from a step "
                                  f"≥ 0; got step {start} with {sorted(overrides)}")
             replace(self, segments=(), **overrides)  # the values themselves pass the checks above
+        for path, scale in self.lr_scale.items():
+            if path.split(".")[0] not in self.trainable or not scale > 0:
+                raise InputError(f"phase {self.name}: lr_scale takes a positive multiplier for a trainable module "
+                                 f"(or a part of one, 'llm.question_proj'); got {path!r}: {scale} with trainable "
+                                 f"{list(self.trainable)}")
         if self.allocation not in ALLOCATIONS:
             raise InputError(f"phase {self.name}: unknown allocation {self.allocation!r}; known: {list(ALLOCATIONS)}")
 
@@ -114,7 +122,10 @@ PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     # of them at level 2 (what 64 tokens give a sign); token-sorted micro-batches; phrasings from the
     # generator and byte prompts without the question, so the LLM also reads it through MiniLM.
     # The region reader (`read`) is left out: the LLM is the better reader (reports/lab/reading/llm).
-    PhaseConfig("phase0", DOWNSTREAM, {"answer": 1.0}, allocation="mixed", lr=1e-3, steps=6000,
+    # CLIP stays at its pass-through start and the adapter learns at a tenth of the rate: trained at
+    # the LLM's rate from the start, either held back the LLM's use of the image (RUN.md); phase 2 adapts CLIP
+    PhaseConfig("phase0", tuple(s for s in DOWNSTREAM if s != "clip"), {"answer": 1.0}, allocation="mixed", lr=1e-3,
+                steps=6000, lr_scale={"adapter": 0.1},
                 detail_share=0.6, high_res_steps=0.0, full_steps=0.01, reading_steps=0.6, reading_top_until=0.35,
                 reading_level=2, question_dropout=0.25, rephrase=0.5, micro_batches=4,
                 # from step 1,500 (the sign read 1.7 % of held-out test signs at the top level, the

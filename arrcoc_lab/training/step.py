@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
 from ..policies import OraclePolicy, get_policy
 from .losses import allocation_losses, consistency_loss, relevance_loss
 from .phases import PhaseConfig
@@ -88,3 +89,20 @@ def set_trainable(model, phase: PhaseConfig) -> list[nn.Parameter]:
     if hasattr(model.clip, "visual"):  # open_clip's tower (hf-vlm's pass-through CLIP stage has none)
         model.clip.visual.conv1.requires_grad_(False)  # bypassed patch embedding
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def param_groups(model, params: list[nn.Parameter], phase: PhaseConfig) -> list[dict]:
+    """The optimizer's parameter groups: `params` at the phase's learning rate, except those under a
+    module of `phase.lr_scale`, at that multiple of it (the most specific path wins)."""
+    scale_of = {}
+    for path in sorted(phase.lr_scale, key=lambda p: p.count(".")):  # deeper paths override their parents
+        try:
+            module = model.get_submodule(path)
+        except AttributeError as e:
+            raise InputError(f"phase {phase.name}: lr_scale names {path!r}, which this model does not have "
+                             f"({e})") from e
+        scale_of.update({id(p): phase.lr_scale[path] for p in module.parameters()})
+    groups: dict[float, list[nn.Parameter]] = {}
+    for p in params:
+        groups.setdefault(scale_of.get(id(p), 1.0), []).append(p)
+    return [{"params": ps, "lr": phase.lr * s} for s, ps in sorted(groups.items(), reverse=True)]

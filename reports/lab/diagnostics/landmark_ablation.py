@@ -18,6 +18,10 @@ if "noq" in variant:
 if "noadapt" in variant:
     from arrcoc_lab.modeling.adapter import AdapterOutput
     m.adapter.forward = lambda tokens, levels, mask: AdapterOutput(tokens=tokens, quality=mask.float(), gate=torch.tensor(0.0))
+if "clipnoln" in variant:  # CLIP without its layer norms: at the zero-residual init it is x + positions
+    m.clip.visual.ln_pre = torch.nn.Identity(); m.clip.visual.ln_post = torch.nn.Identity()
+if "qzero" in variant:  # the question states start at zero (the projection's last layer zero-initialised)
+    torch.nn.init.zeros_(m.llm.question_proj[1].weight); torch.nn.init.zeros_(m.llm.question_proj[1].bias)
 if "gateclosed" in variant:  # the adapter starts as the identity (sigmoid(-4) = 0.018 of the normalised branch)
     m.adapter.gate_logit.data.fill_(-4.0)
 cfg = TrainConfig(data="scenebench:train@2000", batch_size=32, progress=False)
@@ -27,8 +31,21 @@ idx_all = np.array([i for i, q in enumerate(data.questions) if family_of(q) in f
 print(len(idx_all), "samples of", fams, flush=True)
 ph = get_phase("uniform_ft", steps=steps, rephrase=0.0, lr=1e-3)
 params = set_trainable(m, ph); m.train()
+if "clipfrozen" in variant:  # CLIP kept at its init, not trained
+    m.clip.requires_grad_(False); params = [p for p in params if p.requires_grad]
 st = TrainStep(m, ph)
-opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
+if "qfrozen" in variant and m.llm.question_proj is not None:  # question projection kept at its init
+    m.llm.question_proj.requires_grad_(False); params = [p for p in params if p.requires_grad]
+slow = set()
+if "lrlow" in variant:  # CLIP, the adapter and the question projection at 1/10 of the learning rate
+    for mod in (m.clip, m.adapter, m.llm.question_proj):
+        if mod is not None:
+            slow |= {id(p) for p in mod.parameters()}
+if "adaptlow" in variant:  # the adapter alone at 1/10 of the learning rate
+    slow |= {id(p) for p in m.adapter.parameters()}
+groups = [{"params": [p for p in params if id(p) not in slow], "lr": 1e-3},
+          {"params": [p for p in params if id(p) in slow], "lr": 1e-4}]
+opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.01)
 import math
 sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps)))
 from arrcoc_lab.policies import get_policy
