@@ -51,5 +51,7 @@ def test_batch_of_different_lengths_gets_gradients():
     clip = _clip().train()
     ts = _tokens(7)
     ts.tokens.requires_grad_(True)
-    clip(ts).tokens.sum().backward()
-    assert ts.tokens.grad.abs().sum() > 0
+    out = clip(ts).tokens
+    # a random read-out: the plain sum of layer-normalised tokens has a zero gradient in exact arithmetic
+    (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(1))).sum().backward()
+    assert ts.tokens.grad.abs().sum() > 1e-3
