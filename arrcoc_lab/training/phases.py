@@ -5,7 +5,8 @@ losses, with which kind of allocation. One loop (train.py) runs any phase.
            SAM learns without labels to keep each patch's pixels, then is frozen for good.
   phase0   downstream pre-training (compressor heads, adapter at a tenth of the rate, projector, LLM;
            CLIP stays at its pass-through start) on randomised allocations. Allowed because no
-           pretrained CLIP/LLM can be downloaded here; it also makes one downstream that accepts any allocation, so policies can be compared on equal terms.
+           pretrained CLIP/LLM can be downloaded here; it also makes one downstream that accepts
+           any allocation, so policies can be compared on equal terms.
            Plus `read`: a training-only region reader (reader.py) spells the answer from the target
            region's visual tokens, so the downstream keeps character shape for the LLM to read.
   phase1a  allocator pre-training on region labels: the relevance analyzer learns which cells hold
