@@ -55,3 +55,30 @@ def test_batch_of_different_lengths_gets_gradients():
     # a random read-out: the plain sum of layer-normalised tokens has a zero gradient in exact arithmetic
     (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(1))).sum().backward()
     assert ts.tokens.grad.abs().sum() > 1e-3
+
+
+def test_sin_cos_positions_are_fixed_and_never_trained():
+    from open_clip.pos_embed import get_2d_sincos_pos_embed
+
+    visual = build_visual(ClipConfig(image_size=64, patch_size=8, width=32, layers=2, heads=2, output_dim=16,
+                                     pos_embed="sin_cos_2d"))
+    clip = ClipOnTokens(visual, in_dim=12)
+    assert clip.fixed_positions
+    expected = torch.from_numpy(get_2d_sincos_pos_embed(32, 8, cls_token=True)).float()  # width 32, 8×8 grid
+    assert torch.allclose(visual.positional_embedding, expected)
+    clip.requires_grad_(True)  # what a phase that trains CLIP does first
+    for p in clip.never_trained():
+        p.requires_grad_(False)
+    trained = {id(p) for p in clip.parameters() if p.requires_grad}
+    assert id(visual.positional_embedding) not in trained and id(visual.conv1.weight) not in trained
+    assert id(visual.class_embedding) in trained
+    assert not _clip().fixed_positions  # open_clip's default stays learnable
+
+
+def test_unknown_positional_embedding_is_refused():
+    import pytest
+
+    from arrcoc_lab.errors import InputError
+
+    with pytest.raises(InputError, match="sin_cos_2d"):
+        build_visual(ClipConfig(image_size=64, patch_size=8, width=32, layers=2, heads=2, pos_embed="rope"))

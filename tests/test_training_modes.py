@@ -18,7 +18,7 @@ from arrcoc_lab.policies import OraclePolicy, get_policy
 from arrcoc_lab.training.config import TrainConfig
 from arrcoc_lab.training.phases import get_phase
 from arrcoc_lab.training.sampling import load_train_data, make_batch, parse_mix
-from arrcoc_lab.training.step import TrainStep
+from arrcoc_lab.training.step import TrainStep, set_trainable
 
 
 @pytest.fixture(scope="module")
@@ -300,3 +300,27 @@ def test_lab_downstream_starts_as_pass_throughs():
     for block in m.clip.visual.transformer.resblocks:
         assert not block.attn.out_proj.weight.any() and not block.mlp.c_proj.weight.any()
     assert not m.llm.question_proj[1].weight.any()
+
+
+def test_lab_tokens_carry_their_position_to_the_llm():
+    """The same compressor token at two places of the image reaches the LLM as clearly different
+    vectors: CLIP's fixed sin-cos positions are on the scale of the tokens at the seeded init (a
+    random learnable embedding was ~1/20 of a token's norm, so the LLM could not tell where a token sits)
+    and no phase trains them."""
+    m = load_pipeline("lab", weights="random").model.eval()
+    g = m.geometry
+    torch.manual_seed(0)
+    features = torch.randn(1, m.compressor.cfg.in_dim, g.patches_per_side, g.patches_per_side)
+    features[..., 0, 31] = features[..., 0, 0]  # one patch feature at two corners
+    levels = torch.full((1, g.cells_per_side, g.cells_per_side), g.max_level_index)
+    with torch.no_grad():
+        ts = m.compressor(features, levels)
+        visual = m.projector(m.adapter(m.clip(ts).tokens, ts.levels, ts.mask).tokens)  # (1, T, H)
+    at = lambda y, x: int(((ts.positions[0] - torch.tensor([y, x])).norm(dim=-1)).argmin())
+    a, b = at(0.5 / 32, 0.5 / 32), at(0.5 / 32, 31.5 / 32)
+    assert torch.equal(ts.tokens[0, a], ts.tokens[0, b])
+    cos = float(torch.nn.functional.cosine_similarity(visual[0, a], visual[0, b], 0))
+    assert cos < 0.93  # 0.86; 0.98 with a random learnable embedding at open_clip's init
+    for name in ("phase0", "phase2", "phase3"):
+        set_trainable(m, get_phase(name))
+        assert not m.clip.visual.positional_embedding.requires_grad

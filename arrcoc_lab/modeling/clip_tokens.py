@@ -17,9 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .compressor import TokenSet
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError
 
 log = logging.getLogger(__name__)
+
+POS_EMBEDS = ("learnable", "sin_cos_2d")  # open_clip's VisionTransformer pos_embed_type
 
 
 @dataclass
@@ -34,6 +36,9 @@ class ClipConfig:
     mlp_ratio: float = 4.0
     output_dim: int = 768
     grad_checkpointing: bool = False  # trade compute for memory when training
+    pos_embed: str = "learnable"  # built from dims only: open_clip's pos_embed_type, "learnable" (random at
+                                  # 1/20 of a compressor token's norm) or "sin_cos_2d" (fixed MAE-style 2-D sin-cos,
+                                  # a smooth code of where each token sits that the LLM can read from the start)
     zero_init_residual: bool = False  # built from dims only: residual branches start at zero, so CLIP starts as a
                                       # pass-through of the compressor tokens (it keeps their shape information
                                       # while the LLM learns to read it, instead of scrambling it first)
@@ -72,8 +77,11 @@ def build_visual(cfg: ClipConfig) -> nn.Module:
 
     if cfg.model:
         return create_openclip(cfg.model, cfg.pretrained).visual
+    if cfg.pos_embed not in POS_EMBEDS:
+        raise InputError(f"unknown CLIP pos_embed {cfg.pos_embed!r}; known: {list(POS_EMBEDS)}")
     visual = VisionTransformer(image_size=cfg.image_size, patch_size=cfg.patch_size, width=cfg.width,
-                               layers=cfg.layers, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, output_dim=cfg.output_dim)
+                               layers=cfg.layers, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, output_dim=cfg.output_dim,
+                               pos_embed_type=cfg.pos_embed)
     if cfg.zero_init_residual:
         for block in visual.transformer.resblocks:  # x + attn(ln(x)) + mlp(ln(x)) with both branches 0 at start
             for proj in (block.attn.out_proj, block.mlp.c_proj):
@@ -90,6 +98,13 @@ class ClipOnTokens(nn.Module):
         self.heads = visual.transformer.resblocks[0].attn.num_heads
         self.input_proj = nn.Identity() if in_dim == self.width else nn.Linear(in_dim, self.width)
         visual.conv1.requires_grad_(False)  # bypassed: never sees pixels
+        # open_clip builds a sin-cos embedding frozen; it stays so when a phase trains CLIP
+        self.fixed_positions = not visual.positional_embedding.requires_grad
+
+    def never_trained(self) -> list[nn.Parameter]:
+        """Parameters no phase trains: the bypassed patch embedding, and a fixed positional embedding."""
+        fixed = [self.visual.positional_embedding] if self.fixed_positions else []
+        return list(self.visual.conv1.parameters()) + fixed
 
     @property
     def out_dim(self) -> int:

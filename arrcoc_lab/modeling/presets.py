@@ -120,8 +120,10 @@ def lab() -> PipelineConfig:
         # vs 3.09 / 0.77 at 0.5 and 3.47 / 0.79 at 1.0; 0.75 keeps diminishing returns)
         allocator=AllocatorConfig(utility_exponent=0.75),
         # CLIP from scratch starts as a pass-through (reports/lab/probe: a scrambling start lost shape)
+        # fixed 2-D sin-cos positions: a random learnable embedding is ~1/20 of a compressor token's
+        # norm, so the LLM could not tell where a token sits (reports/lab/RUN.md)
         clip=ClipConfig(image_size=256, patch_size=8, width=128, layers=4, heads=4, output_dim=128,
-                        zero_init_residual=True),
+                        pos_embed="sin_cos_2d", zero_init_residual=True),
         # the adapter starts as the identity (gate sigmoid(-4) = 0.02): a random normaliser at gate 0.5
         # held back the LLM's use of the image (reports/lab/RUN.md)
         adapter=AdapterConfig(heads=4, gate_init=-4.0),

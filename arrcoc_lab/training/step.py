@@ -86,8 +86,9 @@ def set_trainable(model, phase: PhaseConfig) -> list[nn.Parameter]:
     model.requires_grad_(False)
     for name in phase.trainable:
         getattr(model, name).requires_grad_(True)
-    if hasattr(model.clip, "visual"):  # open_clip's tower (hf-vlm's pass-through CLIP stage has none)
-        model.clip.visual.conv1.requires_grad_(False)  # bypassed patch embedding
+    if hasattr(model.clip, "never_trained"):  # open_clip's tower (hf-vlm's pass-through CLIP stage has none)
+        for p in model.clip.never_trained():  # the bypassed patch embedding, a fixed positional embedding
+            p.requires_grad_(False)
     return [p for p in model.parameters() if p.requires_grad]
 
 
