@@ -308,16 +308,16 @@ def test_lab_tokens_carry_their_position_to_the_llm():
     random learnable embedding was ~1/20 of a token's norm, so the LLM could not tell where a token sits)
     and no phase trains them."""
     m = load_pipeline("lab", weights="random").model.eval()
-    g = m.geometry
+    g, n = m.geometry, m.geometry.patches_per_side
     torch.manual_seed(0)
-    features = torch.randn(1, m.compressor.cfg.in_dim, g.patches_per_side, g.patches_per_side)
-    features[..., 0, 31] = features[..., 0, 0]  # one patch feature at two corners
+    features = torch.randn(1, m.compressor.cfg.in_dim, n, n)
+    features[..., 0, n - 1] = features[..., 0, 0]  # one patch feature at two corners
     levels = torch.full((1, g.cells_per_side, g.cells_per_side), g.max_level_index)
     with torch.no_grad():
         ts = m.compressor(features, levels)
         visual = m.projector(m.adapter(m.clip(ts).tokens, ts.levels, ts.mask).tokens)  # (1, T, H)
     at = lambda y, x: int(((ts.positions[0] - torch.tensor([y, x])).norm(dim=-1)).argmin())
-    a, b = at(0.5 / 32, 0.5 / 32), at(0.5 / 32, 31.5 / 32)
+    a, b = at(0.5 / n, 0.5 / n), at(0.5 / n, (n - 0.5) / n)
     assert torch.equal(ts.tokens[0, a], ts.tokens[0, b])
     cos = float(torch.nn.functional.cosine_similarity(visual[0, a], visual[0, b], 0))
     assert cos < 0.93  # 0.86; 0.98 with a random learnable embedding at open_clip's init

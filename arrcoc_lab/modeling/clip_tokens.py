@@ -36,9 +36,9 @@ class ClipConfig:
     mlp_ratio: float = 4.0
     output_dim: int = 768
     grad_checkpointing: bool = False  # trade compute for memory when training
-    pos_embed: str = "learnable"  # built from dims only: open_clip's pos_embed_type, "learnable" (random at
-                                  # 1/20 of a compressor token's norm) or "sin_cos_2d" (fixed MAE-style 2-D sin-cos,
-                                  # a smooth code of where each token sits that the LLM can read from the start)
+    pos_embed: str = "learnable"  # built from dims only: open_clip's pos_embed_type, "learnable" (random, norm 1 a
+                                  # token: small beside the compressor's tokens) or "sin_cos_2d" (fixed MAE-style 2-D
+                                  # sin-cos, a smooth code of where each token sits that the LLM can read from the start)
     zero_init_residual: bool = False  # built from dims only: residual branches start at zero, so CLIP starts as a
                                       # pass-through of the compressor tokens (it keeps their shape information
                                       # while the LLM learns to read it, instead of scrambling it first)

@@ -8,14 +8,13 @@ Variants (comma-separated):
            at its init it is ~1/20 of a token's norm, so after the layer norms a token's position
            is almost invisible to the LLM
   postrain CLIP's positional embedding trained at the full rate (the rest of CLIP frozen)
-Printed: training answer loss with the question's own image / another scene's image on 64
-training signs (the gap is how much the image is used), and held-out signs read exactly at the end.
+Printed: training answer loss with the question's own image / another scene's image on a fixed
+batch of 32 training signs (the gap is how much the image is used), and held-out signs read exactly at the end.
 """
 import math
 import sys
 import time
 
-import numpy as np
 import torch
 
 from arrcoc_lab import load_pipeline
