@@ -1,5 +1,7 @@
+import pytest
 import torch
 
+from arrcoc_lab.errors import InputError
 from arrcoc_lab.modeling.compressor import Compressor, CompressorConfig
 from arrcoc_lab.modeling.geometry import Geometry
 
@@ -63,3 +65,35 @@ def test_straight_through_weights_carry_gradient():
     ts = c(feats, hard.argmax(-1), level_weights=hard)
     ts.tokens.pow(2).sum().backward()
     assert logits.grad.abs().sum() > 0
+
+
+def test_raster_order_keeps_the_same_tokens_row_by_row():
+    torch.manual_seed(1)
+    feats, levels = torch.randn(3, 6, 32, 32), torch.randint(0, 4, (3, 4, 4))
+    cell = _comp()(feats, levels)
+    torch.manual_seed(0)
+    raster = Compressor(CompressorConfig(in_dim=6, dim=5, order="raster"), G)(feats, levels)
+    assert torch.equal(raster.mask, cell.mask)
+    for b in range(3):
+        m = cell.mask[b]
+        y, x = raster.positions[b][m].unbind(-1)
+        assert ((y.diff() > 0) | ((y.diff() == 0) & (x.diff() > 0))).all()  # row by row, left to right
+        # the same tokens, each with its own position, level and cell
+        key = lambda ts: sorted(zip(ts.positions[b][m].tolist(), ts.levels[b][m].tolist(), ts.cells[b][m].tolist(),
+                                    ts.tokens[b][m].sum(-1).tolist()))
+        assert key(raster) == key(cell)
+
+
+def test_raster_order_puts_a_text_line_across_two_cells_in_one_run():
+    c = Compressor(CompressorConfig(in_dim=6, dim=5, order="raster"), G)
+    levels = torch.zeros(1, 4, 4, dtype=torch.long)
+    levels[0, 0, :2] = 3  # two horizontally adjacent cells at full resolution
+    ts = c(torch.randn(1, 6, 32, 32), levels)
+    first_row = ts.positions[0, :16]
+    assert torch.allclose(first_row[:, 0], torch.full((16,), 0.5 / 32))
+    assert torch.allclose(first_row[:, 1], (torch.arange(16) + 0.5) / 32)
+
+
+def test_unknown_token_order_is_refused():
+    with pytest.raises(InputError, match="cell, raster"):
+        Compressor(CompressorConfig(in_dim=6, dim=5, order="zigzag"), G)

@@ -324,3 +324,19 @@ def test_lab_tokens_carry_their_position_to_the_llm():
     for name in ("phase0", "phase2", "phase3"):
         set_trainable(m, get_phase(name))
         assert not m.clip.visual.positional_embedding.requires_grad
+
+
+def test_lab_llm_reads_a_sign_line_across_a_cell_border_as_one_run():
+    """A reading view of a sign over two cells side by side (SceneBench's signs are wider than a
+    cell): each row of patches reaches the LLM as one run of adjacent positions, left to right."""
+    m = load_pipeline("lab", weights="random").model.eval()
+    g, n = m.geometry, m.geometry.patches_per_side
+    levels = torch.zeros(1, g.cells_per_side, g.cells_per_side, dtype=torch.long)
+    levels[0, 1, 1:3] = g.max_level_index  # the sign's two cells at full resolution, the rest at the minimum
+    ts = m.compressor(torch.randn(1, m.compressor.cfg.in_dim, n, n), levels)
+    side = g.cell_patches
+    for row in range(side):
+        y = (side + row + 0.5) / n
+        at = torch.nonzero((ts.positions[0, :, 0] - y).abs() < 1e-6).flatten()
+        assert len(at) == 2 * side and torch.equal(at.diff(), torch.ones(2 * side - 1, dtype=torch.long))
+        assert (ts.positions[0, at, 1].diff() > 0).all()

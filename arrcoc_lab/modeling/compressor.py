@@ -7,7 +7,10 @@ head — a strided s×s convolution that sees every patch of the block and decid
 carries. Every token keeps its centre position (for CLIP's positional embedding) and its level.
 
 All levels are computed for the whole map (cheap next to SAM) and the tokens each cell asked for
-are gathered into one padded batch in cell-major order.
+are gathered into one padded batch, cell-major or in raster order of their centres (`order`). Only
+the LLM sees the order (CLIP and the adapter are permutation-equivariant): under a 1-D RoPE, raster
+order keeps a line of text contiguous across cell borders, where cell-major order breaks it every
+`cell_patches` tokens and puts a vertical neighbour at a distance that depends on other cells' levels.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
 from .geometry import Geometry
 
 
@@ -25,6 +29,10 @@ class CompressorConfig:
     in_dim: int = 256  # SAM feature channels
     dim: int = 1024  # token width handed to CLIP
     learned_heads: bool = True  # add a strided-conv head per level to the average pooling
+    order: str = "cell"  # token order in the set: "cell" (cell by cell) or "raster" (by centre, row by row)
+
+
+ORDERS = ("cell", "raster")
 
 
 @dataclass
@@ -43,6 +51,8 @@ class TokenSet:
 class Compressor(nn.Module):
     def __init__(self, cfg: CompressorConfig, geometry: Geometry):
         super().__init__()
+        if cfg.order not in ORDERS:
+            raise InputError(f"unknown compressor token order {cfg.order!r}; known: {', '.join(ORDERS)}")
         self.cfg, self.geometry = cfg, geometry
         strides = [geometry.level_stride(k) for k in range(len(geometry.levels))]
         self.strides = strides
@@ -56,6 +66,7 @@ class Compressor(nn.Module):
                 nn.init.zeros_(h.bias)
         self.register_buffer("_layout", self._build_layout(), persistent=False)
         self.register_buffer("_positions", self._centres(), persistent=False)
+        self.register_buffer("_rank", self._ranks(cfg.order), persistent=False)
 
     def forward(self, features: torch.Tensor, levels: torch.Tensor, level_weights: torch.Tensor | None = None) -> TokenSet:
         """features (B, C, Hp, Wp), levels (B, Hc, Wc) long → TokenSet. level_weights (B, Hc, Wc, L),
@@ -69,7 +80,8 @@ class Compressor(nn.Module):
             w = level_weights.flatten(1, 2)[:, cell, level]  # (B, A)
             pyramid = pyramid * w.unsqueeze(-1)
         T = int(chosen.sum(1).max())
-        order = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)[:, :T]  # kept first, order preserved
+        key = (~chosen).long() * len(self._rank) + self._rank  # (B, A): kept tokens first, each by its rank
+        order = torch.argsort(key, dim=1)[:, :T]  # (B, A) -> (B, T)
         take = lambda x: torch.gather(x, 1, order.view(B, T, *([1] * (x.dim() - 2))).expand(B, T, *x.shape[2:]))
         mask = take(chosen)
         positions = self._positions.to(features.dtype).unsqueeze(0).expand(B, -1, -1)  # (A, 2) -> (B, A, 2)
@@ -103,6 +115,17 @@ class Compressor(nn.Module):
             for k in range(len(self.geometry.levels)):
                 rows += [(c, k)] * self.geometry.levels[k]
         return torch.tensor(rows, dtype=torch.float32)
+
+    def _ranks(self, order: str) -> torch.Tensor:
+        """(A,) long: each pyramid token's place in the token set (ties between levels cannot occur
+        within one allocation, since a cell keeps one level)."""
+        A = len(self._layout)
+        if order == "cell":
+            return torch.arange(A)
+        y, x = self._positions.unbind(-1)
+        by_x = torch.sort(x, stable=True).indices
+        raster = by_x[torch.sort(y[by_x], stable=True).indices]  # row by row, left to right
+        return torch.empty(A, dtype=torch.long).index_put_((raster,), torch.arange(A))
 
     def _centres(self) -> torch.Tensor:
         """(A, 2) centre (y, x) in [0, 1] of every pyramid token, in `pyramid`'s order."""

@@ -119,6 +119,9 @@ def lab() -> PipelineConfig:
         # exponent chosen on SceneBench val with the trained weights (lift 3.38, query dependence 0.79
         # vs 3.09 / 0.77 at 0.5 and 3.47 / 0.79 at 1.0; 0.75 keeps diminishing returns)
         allocator=AllocatorConfig(utility_exponent=0.75),
+        # tokens in raster order of their centres, as a VLM reads its grid: a sign's line of text stays
+        # one run in the LLM's sequence, where cell-major order cut every sign at a cell border
+        compressor=CompressorConfig(order="raster"),
         # CLIP from scratch starts as a pass-through (reports/lab/probe: a scrambling start lost shape)
         # fixed 2-D sin-cos positions: a random learnable embedding is ~1/20 of a compressor token's
         # norm, so the LLM could not tell where a token sits (reports/lab/RUN.md)

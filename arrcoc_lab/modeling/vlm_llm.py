@@ -8,7 +8,7 @@ stands, the kept visual tokens go in, as the VLM inserts its image features, onl
   [prompt before the image][T kept visual tokens][prompt after the image]([answer][eos])
 
 The kept tokens go in raster order of their centres (row by row, as the VLM reads its own grid; the
-token set is cell-major), so `full` is exactly the VLM's own input.
+token set may be cell-major), so `full` is exactly the VLM's own input.
 
 Positions: LLaVA numbers the sequence 1-D, the kept tokens contiguous (as FastV / VisionZip keep
 them). Qwen2-VL's M-RoPE gives each visual token (t, h, w) = (p, p + y·G − ½, p + x·G − ½) from its
