@@ -8,6 +8,8 @@ Variants (comma-separated):
            at its init it is ~1/20 of a token's norm, so after the layer norms a token's position
            is almost invisible to the LLM
   postrain CLIP's positional embedding trained at the full rate (the rest of CLIP frozen)
+  cellorder the tokens handed over cell by cell (the lab's order before session 12) instead of in
+           raster order of their centres
 Printed: training answer loss with the question's own image / another scene's image on a fixed
 batch of 32 training signs (the gap is how much the image is used), and held-out signs read exactly at the end.
 """
@@ -30,6 +32,8 @@ scenes = int(sys.argv[3]) if len(sys.argv) > 3 else 2000
 torch.manual_seed(0)
 m = load_pipeline("lab", weights="random").model
 pe = m.clip.visual.positional_embedding
+if "cellorder" in variant:
+    m.compressor._rank = m.compressor._ranks("cell")
 if "posbig" in variant:
     pe.data.mul_(20.0)
 cfg = TrainConfig(data=f"scenebench:train@{scenes}", batch_size=32, progress=False)
