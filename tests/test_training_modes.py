@@ -114,6 +114,9 @@ def test_segments_change_the_batches_from_their_step_on(tiny):
     assert levels and set(levels) == {1}
     shipped = get_phase("phase0")  # the lab curriculum's own schedule
     assert shipped.at(1499).detail_share == 0.6 and shipped.at(1500).detail_share == 0.8
+    # steps 2,400–3,399: every reading view at the top level again, then back (session 12)
+    assert [shipped.at(s).reading_top_share for s in (2399, 2400, 3399, 3400)] == [0.3, 1.0, 1.0, 0.3]
+    assert shipped.at(3400).detail_share == 0.8  # a later segment keeps what an earlier one set
     short = get_phase("phase0", steps=100)  # a short run (a smoke test, a report run) never reaches it
     assert dataclasses.replace(short.at(99), segments=()) == get_phase("phase0", steps=100, segments=())
     with pytest.raises(InputError, match="lr"):

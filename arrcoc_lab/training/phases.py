@@ -132,8 +132,11 @@ PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
                 # from step 1,500 (the sign read 1.7 % of held-out test signs at the top level, the
                 # reading probes needed ~64,000 sign examples to take off and level 2 ~128,000 more):
                 # most steps reading views, most samples signs, level 2 on 70 % of reading steps
-                # after the reading-first part (reports/lab/RUN.md)
-                segments=((1500, {"detail_share": 0.8, "reading_steps": 0.85, "reading_top_share": 0.3}),),
+                # after the reading-first part (reports/lab/RUN.md). From step 2,400 (nothing read yet at
+                # ~60,000 top-level sign examples; the top-level probe took off between 64,000 and 96,000,
+                # the level-2 one far later): every reading view at the top level again for 1,000 steps
+                segments=((1500, {"detail_share": 0.8, "reading_steps": 0.85, "reading_top_share": 0.3}),
+                          (2400, {"reading_top_share": 1.0}), (3400, {"reading_top_share": 0.3})),
                 description="downstream pre-training on randomised allocations and reading views"),
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
                 lr=2e-3, steps=300, detail_share=0.5, rephrase=0.5,
