@@ -51,8 +51,6 @@ class TokenSet:
 class Compressor(nn.Module):
     def __init__(self, cfg: CompressorConfig, geometry: Geometry):
         super().__init__()
-        if cfg.order not in ORDERS:
-            raise InputError(f"unknown compressor token order {cfg.order!r}; known: {', '.join(ORDERS)}")
         self.cfg, self.geometry = cfg, geometry
         strides = [geometry.level_stride(k) for k in range(len(geometry.levels))]
         self.strides = strides
@@ -64,9 +62,15 @@ class Compressor(nn.Module):
             for h in self.heads:
                 nn.init.zeros_(h.weight)  # start as plain pooling; training decides what heads add
                 nn.init.zeros_(h.bias)
+        self._register_layout()
+
+    def _register_layout(self) -> None:
+        """Buffers of the token layout: each pyramid token's (cell, level), centre and place in the set."""
+        if self.cfg.order not in ORDERS:
+            raise InputError(f"unknown compressor token order {self.cfg.order!r}; known: {', '.join(ORDERS)}")
         self.register_buffer("_layout", self._build_layout(), persistent=False)
         self.register_buffer("_positions", self._centres(), persistent=False)
-        self.register_buffer("_rank", self._ranks(cfg.order), persistent=False)
+        self.register_buffer("_rank", self._ranks(self.cfg.order), persistent=False)
 
     def forward(self, features: torch.Tensor, levels: torch.Tensor, level_weights: torch.Tensor | None = None) -> TokenSet:
         """features (B, C, Hp, Wp), levels (B, Hc, Wc) long → TokenSet. level_weights (B, Hc, Wc, L),

@@ -113,8 +113,7 @@ class PoolingCompressor(Compressor):
         self.strides = [geometry.level_stride(k) for k in range(len(geometry.levels))]
         self.pool_proj = nn.ModuleList(nn.Identity() for _ in self.strides)
         self.heads = nn.ModuleList(nn.Identity() for _ in self.strides)
-        self.register_buffer("_layout", self._build_layout(), persistent=False)
-        self.register_buffer("_positions", self._centres(), persistent=False)
+        self._register_layout()
 
 
 class PassThroughClip(nn.Module):
