@@ -126,9 +126,7 @@ class Compressor(nn.Module):
         A = len(self._layout)
         if order == "cell":
             return torch.arange(A)
-        y, x = self._positions.unbind(-1)
-        by_x = torch.sort(x, stable=True).indices
-        raster = by_x[torch.sort(y[by_x], stable=True).indices]  # row by row, left to right
+        raster = raster_order(self._positions)
         return torch.empty(A, dtype=torch.long).index_put_((raster,), torch.arange(A))
 
     def _centres(self) -> torch.Tensor:
@@ -143,3 +141,9 @@ class Compressor(nn.Module):
                 yy, xx = torch.meshgrid((cy + sub) / n, (cx + sub) / n, indexing="ij")
                 out.append(torch.stack([yy.flatten(), xx.flatten()], -1))
         return torch.cat(out)
+
+
+def raster_order(centres: torch.Tensor) -> torch.Tensor:
+    """(T,) indices sorting tokens by their centre (y, x) (T, 2): row by row, left to right."""
+    by_x = torch.sort(centres[:, 1], stable=True).indices
+    return by_x[torch.sort(centres[by_x, 0], stable=True).indices]

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, InputError
+from .compressor import raster_order
 from .geometry import Geometry
 from .llm import IGNORE, AnswerLoss, layer_attention_weights
 from .vlm import FAMILIES, VLMConfig, drop_external
@@ -209,9 +210,3 @@ class VLMLanguageModel(nn.Module):
             slots[order] = torch.arange(len(order), device=order.device)  # token t sits in slot slots[t]
             w[i, :, :, s:s + len(order)] = raw[i, :, :, s + slots]
         return w, b.visual_start
-
-
-def raster_order(centres: torch.Tensor) -> torch.Tensor:
-    """(T,) indices sorting tokens by their centre (y, x) (T, 2): row by row, left to right."""
-    by_x = torch.sort(centres[:, 1], stable=True).indices
-    return by_x[torch.sort(centres[by_x, 0], stable=True).indices]
