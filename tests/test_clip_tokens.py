@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from arrcoc_lab.modeling.clip_tokens import ClipConfig, ClipOnTokens, build_visual
@@ -73,6 +74,19 @@ def test_sin_cos_positions_are_fixed_and_never_trained():
     assert id(visual.positional_embedding) not in trained and id(visual.conv1.weight) not in trained
     assert id(visual.class_embedding) in trained
     assert not _clip().fixed_positions  # open_clip's default stays learnable
+
+
+def test_pos_scale_scales_the_fixed_sin_cos_embedding():
+    from open_clip.pos_embed import get_2d_sincos_pos_embed
+
+    from arrcoc_lab.errors import InputError
+
+    dims = dict(image_size=64, patch_size=8, width=32, layers=2, heads=2, output_dim=16)
+    visual = build_visual(ClipConfig(**dims, pos_embed="sin_cos_2d", pos_scale=0.125))
+    expected = torch.from_numpy(get_2d_sincos_pos_embed(32, 8, cls_token=True)).float() * 0.125
+    assert torch.allclose(visual.positional_embedding, expected)
+    with pytest.raises(InputError, match="sin_cos_2d"):  # a learnable embedding is the training's to size
+        build_visual(ClipConfig(**dims, pos_scale=0.5))
 
 
 def test_unknown_positional_embedding_is_refused():

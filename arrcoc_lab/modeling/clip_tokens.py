@@ -39,6 +39,8 @@ class ClipConfig:
     pos_embed: str = "learnable"  # built from dims only: open_clip's pos_embed_type, "learnable" (random, norm 1 a
                                   # token: small beside the compressor's tokens) or "sin_cos_2d" (fixed MAE-style 2-D
                                   # sin-cos, a smooth code of where each token sits that the LLM can read from the start)
+    pos_scale: float = 1.0  # built from dims only: the sin-cos embedding multiplied by this (norm 8 a token at width
+                            # 128 outweighed the compressor tokens' content, and the LLM did not start to read)
     zero_init_residual: bool = False  # built from dims only: residual branches start at zero, so CLIP starts as a
                                       # pass-through of the compressor tokens (it keeps their shape information
                                       # while the LLM learns to read it, instead of scrambling it first)
@@ -82,6 +84,11 @@ def build_visual(cfg: ClipConfig) -> nn.Module:
     visual = VisionTransformer(image_size=cfg.image_size, patch_size=cfg.patch_size, width=cfg.width,
                                layers=cfg.layers, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, output_dim=cfg.output_dim,
                                pos_embed_type=cfg.pos_embed)
+    if cfg.pos_scale != 1.0:
+        if cfg.pos_embed != "sin_cos_2d":
+            raise InputError(f"CLIP pos_scale scales the fixed sin_cos_2d embedding; got pos_embed {cfg.pos_embed!r}")
+        with torch.no_grad():
+            visual.positional_embedding.mul_(cfg.pos_scale)
     if cfg.zero_init_residual:
         for block in visual.transformer.resblocks:  # x + attn(ln(x)) + mlp(ln(x)) with both branches 0 at start
             for proj in (block.attn.out_proj, block.mlp.c_proj):

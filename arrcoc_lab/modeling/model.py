@@ -20,7 +20,7 @@ under the "allocator" stage. Reducers that score with the LLM get `LLMScoring`, 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -81,7 +81,8 @@ class ARRCOC(nn.Module):
                 answers: list[str] | None = None, features: torch.Tensor | None = None, generate: bool = True,
                 seeds: list[int] | None = None, max_new_tokens: int | None = None, count_flops: bool = False,
                 gumbel_tau: float | None = None, analyze: bool = True, stop_after: str | None = None,
-                probes: bool | None = None, prompts: list[str] | None = None) -> ModelOutput:
+                probes: bool | None = None, prompts: list[str] | None = None,
+                question_states: list[bool] | None = None) -> ModelOutput:
         """pixels (B, 3, S, S) in [0, 255] and B questions → trace, answers, loss.
 
         policy: a Policy object; budget: its resolved budget, one int or one per sample.
@@ -89,7 +90,9 @@ class ARRCOC(nn.Module):
         relevance (seeded per sample by `seeds`); `analyze=False` skips the analyzer (and the query
         encoder, unless the LLM reads it) for policies that do not read them; `stop_after="relevance"`
         ends after the analyzer; `prompts` replaces the questions in the LLM's byte prompt (training
-        drops some, so the LLM also learns the question from the query encoder)."""
+        drops some, so the LLM also learns the question from the query encoder); `question_states`
+        (one bool a sample) withholds the query encoder's states from the LLM where False (training:
+        the LLM first learns to read the image with the byte prompt alone, PhaseConfig.question_states)."""
         B = pixels.shape[0]
         budgets = list(budget) if isinstance(budget, (list, tuple)) else [budget] * B
         seeds = seeds or list(range(B))
@@ -107,7 +110,7 @@ class ARRCOC(nn.Module):
         self._allocate(tr, ctx, policy, budgets, gumbel_tau)
         self._compress(tr, F, ctx, policy)
         self._adapt(tr, ctx, policy)
-        return self._answer(tr, prompts or questions, answers, generate, max_new_tokens)
+        return self._answer(tr, prompts or questions, answers, generate, max_new_tokens, question_states)
 
     # ---------------------------------------------------------------------------- the stages
     def _encode(self, tr: Trace, pixels: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
@@ -163,15 +166,18 @@ class ARRCOC(nn.Module):
         tr.check("projector.tokens", tr.visual, shape=(tr.visual.shape[0], None, self.llm.hidden_size), mask=tr.tokens.mask)
 
     def _answer(self, tr: Trace, questions: list[str], answers: list[str] | None, generate: bool,
-                max_new_tokens: int | None) -> ModelOutput:
+                max_new_tokens: int | None, question_states: list[bool] | None = None) -> ModelOutput:
         answer_loss = out = None
         where = self._token_positions(tr)
+        query = tr.query
+        if query is not None and question_states is not None:  # a withheld sample's states: none of its tokens
+            keep = torch.tensor(question_states, dtype=torch.bool, device=query.mask.device)
+            query = replace(query, mask=query.mask & keep[:, None])  # (B, L)
         with tr.stage("llm"):
             if answers is not None:
-                answer_loss = self.llm.answer_loss(tr.visual, tr.tokens.mask, questions, answers, query=tr.query,
-                                                   **where)
+                answer_loss = self.llm.answer_loss(tr.visual, tr.tokens.mask, questions, answers, query=query, **where)
             if generate:
-                out = self.llm.generate(tr.visual, tr.tokens.mask, questions, max_new_tokens, query=tr.query, **where)
+                out = self.llm.generate(tr.visual, tr.tokens.mask, questions, max_new_tokens, query=query, **where)
         return ModelOutput(trace=tr, answers=out, loss=answer_loss.mean if answer_loss else None,
                            answer_loss=answer_loss)
 

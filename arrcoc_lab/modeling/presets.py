@@ -123,10 +123,11 @@ def lab() -> PipelineConfig:
         # one run in the LLM's sequence, where cell-major order cut every sign at a cell border
         compressor=CompressorConfig(order="raster"),
         # CLIP from scratch starts as a pass-through (reports/lab/probe: a scrambling start lost shape)
-        # fixed 2-D sin-cos positions: a random learnable embedding is ~1/20 of a compressor token's
-        # norm, so the LLM could not tell where a token sits (reports/lab/RUN.md)
+        # fixed 2-D sin-cos positions (a trained random one stayed ~1/20 of a token), scaled to norm 1
+        # a token: at norm 8 they outweighed the tokens' content and the LLM did not start to read
+        # (reports/lab/RUN.md, session 13)
         clip=ClipConfig(image_size=256, patch_size=8, width=128, layers=4, heads=4, output_dim=128,
-                        pos_embed="sin_cos_2d", zero_init_residual=True),
+                        pos_embed="sin_cos_2d", pos_scale=0.125, zero_init_residual=True),
         # the adapter starts as the identity (gate sigmoid(-4) = 0.02): a random normaliser at gate 0.5
         # held back the LLM's use of the image (reports/lab/RUN.md)
         adapter=AdapterConfig(heads=4, gate_init=-4.0),

@@ -59,6 +59,13 @@ class PhaseConfig:
     reading_top_until: float = 0.5  # reading-first: before this fraction of the phase, reading views use the top level only
     reading_level: int = 2  # after it, the other reading views use this level (the lab's 64-token budget gives a sign level 2)
     reading_top_share: float = 0.5  # after it, this share of reading steps still uses the top level
+    # reading views: where the sign sits. 1 = where its scene has it; below 1 each scene is rolled so
+    # the sign's centre lands within ±reading_jitter · half the image of one reading spot (0: always
+    # there, as the reading probe saw its signs; sampling.roll_to_reading_spot)
+    reading_jitter: float = 1.0
+    # share of samples whose LLM input carries the query encoder's question states (the rest read the
+    # byte prompt alone): with the states from step 0 a fresh LLM did not start to use the image
+    question_states: float = 1.0
     question_dropout: float = 0.0  # share of samples whose byte prompt omits the question (the LLM must use the query encoder's)
     rephrase: float = 0.0  # share of questions drawn in another phrasing of the training generator (data/phrasing.py)
     micro_batches: int = 1  # reading steps: chunks of similar token counts, gradients accumulated (padding costs less)
@@ -78,7 +85,8 @@ class PhaseConfig:
             raise InputError(f"phase {self.name}: detail_share must be in [0, 1], got {self.detail_share}")
         if not 0.0 <= self.high_res_steps <= 1.0:
             raise InputError(f"phase {self.name}: high_res_steps must be in [0, 1], got {self.high_res_steps}")
-        for name in ("reading_steps", "reading_top_until", "reading_top_share", "question_dropout", "full_steps", "rephrase"):
+        for name in ("reading_steps", "reading_top_until", "reading_top_share", "reading_jitter", "question_states",
+                     "question_dropout", "full_steps", "rephrase"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"phase {self.name}: {name} must be in [0, 1], got {getattr(self, name)}")
         if self.micro_batches < 1:
@@ -113,7 +121,8 @@ class PhaseConfig:
 
 # what a segment may change: how batches are drawn, never the optimisation itself
 SEGMENT_FIELDS = ("detail_share", "high_res_steps", "full_steps", "reading_steps", "reading_top_until", "reading_level",
-                  "reading_top_share", "question_dropout", "rephrase", "micro_batches")
+                  "reading_top_share", "reading_jitter", "question_states", "question_dropout", "rephrase",
+                  "micro_batches")
 
 DOWNSTREAM = STAGES[STAGES.index("compressor"):]  # what turns an allocation into an answer
 
@@ -124,19 +133,17 @@ PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     # generator and byte prompts without the question, so the LLM also reads it through MiniLM.
     # The region reader (`read`) is left out: the LLM is the better reader (reports/lab/reading/llm).
     # CLIP stays at its pass-through start and the adapter learns at a tenth of the rate: trained at
-    # the LLM's rate from the start, either held back the LLM's use of the image (RUN.md); phase 2 adapts CLIP
+    # the LLM's rate from the start, either held back the LLM's use of the image (RUN.md); phase 2 adapts CLIP.
+    # Session 13 (RUN.md): a fresh LLM starts to use a sign within ~100 steps when the sign sits at one
+    # place and it reads the question from its byte prompt, and not at all with the sign anywhere or
+    # with MiniLM's question states from step 0. So reading views first put every sign at the reading
+    # spot (reading_jitter 0) and the question states wait (question_states 0); segments appended
+    # once it reads let the sign move and bring the states in.
     PhaseConfig("phase0", tuple(s for s in DOWNSTREAM if s != "clip"), {"answer": 1.0}, allocation="mixed", lr=1e-3,
                 steps=6000, lr_scale={"adapter": 0.1},
-                detail_share=0.6, high_res_steps=0.0, full_steps=0.01, reading_steps=0.6, reading_top_until=0.35,
-                reading_level=2, question_dropout=0.25, rephrase=0.5, micro_batches=4,
-                # from step 1,500 (the sign read 1.7 % of held-out test signs at the top level, the
-                # reading probes needed ~64,000 sign examples to take off and level 2 ~128,000 more):
-                # most steps reading views, most samples signs, level 2 on 70 % of reading steps
-                # after the reading-first part (reports/lab/RUN.md). From step 2,400 (nothing read yet at
-                # ~60,000 top-level sign examples; the top-level probe took off between 64,000 and 96,000,
-                # the level-2 one far later): every reading view at the top level again for 1,000 steps
-                segments=((1500, {"detail_share": 0.8, "reading_steps": 0.85, "reading_top_share": 0.3}),
-                          (2400, {"reading_top_share": 1.0}), (3400, {"reading_top_share": 0.3})),
+                detail_share=0.8, high_res_steps=0.0, full_steps=0.01, reading_steps=0.85, reading_top_until=0.35,
+                reading_level=2, reading_top_share=0.3, reading_jitter=0.0, question_states=0.0,
+                question_dropout=0.25, rephrase=0.5, micro_batches=4,
                 description="downstream pre-training on randomised allocations and reading views"),
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
                 lr=2e-3, steps=300, detail_share=0.5, rephrase=0.5,

@@ -137,9 +137,16 @@ def make_batch(data: TrainData, model, phase: PhaseConfig, step: int, cfg: Train
     mine = idx[rank::world]
     rows = data.scenes.rows([data.scene_index[i] for i in mine])
     boxes = [data.boxes[i] for i in mine]
+    features, pixels = data.scenes.features[rows].float(), data.scenes.pixels[rows].float()
+    reading = phase.allocation == "mixed" and np.random.default_rng([cfg.seed, step, 5]).random() < phase.reading_steps
+    others = [data.other_sign(i) for i in mine] if reading else []
+    if reading and phase.reading_jitter < 1:
+        detail = [data.difficulty[i] == "detail" for i in mine]
+        boxes, others = roll_to_reading_spot(features, pixels, boxes, others, detail, phase.reading_jitter, g,
+                                             data.image_hw, [cfg.seed, step], rank, world)
     batch = {
-        "features": data.scenes.features[rows].float().to(device),
-        "pixels": data.scenes.pixels[rows].float().to(device),
+        "features": features.to(device),
+        "pixels": pixels.to(device),
         "questions": rephrased([data.questions[i] for i in mine], phase.rephrase, cfg.seed, step, rank, world),
         "answers": [data.answers[i] for i in mine],
         "detail": torch.tensor([data.difficulty[i] == "detail" for i in mine], device=device),
@@ -152,14 +159,53 @@ def make_batch(data: TrainData, model, phase: PhaseConfig, step: int, cfg: Train
         batch["budgets"], batch["utility"] = mixed_allocation(
             batch["target_cells"], g, cfg.seed, step, rank, world, cfg.batch_size,
             detail=batch["detail"].tolist(), high_res_steps=phase.high_res_steps, full_steps=phase.full_steps)
-    if phase.allocation == "mixed" and np.random.default_rng([cfg.seed, step, 5]).random() < phase.reading_steps:
-        others = target_cells([data.other_sign(i) for i in mine], g, data.image_hw).to(device)
+    if reading:
+        others = target_cells(others, g, data.image_hw).to(device)
         batch["levels"] = reading_views(batch, others, g, model.allocator.cfg.utility_exponent,
                                         reading_view_level(phase, step, cfg.seed, g), cfg.seed, step, rank, world)
+    states = np.ones(len(mine), dtype=bool)
+    if phase.question_states < 1:
+        states = np.random.default_rng([cfg.seed, step, 10]).random(cfg.batch_size)[rank::world] < phase.question_states
+        batch["question_states"] = states.tolist()
     if phase.question_dropout:
         drop = np.random.default_rng([cfg.seed, step, 6]).random(cfg.batch_size)[rank::world] < phase.question_dropout
+        drop &= states  # a sample without question states keeps its byte prompt
         batch["prompts"] = ["" if d else q for d, q in zip(drop, batch["questions"])]
     return batch
+
+
+def roll_to_reading_spot(features: torch.Tensor, pixels: torch.Tensor, boxes: list, others: list, detail: list[bool],
+                         jitter: float, g, image_hw: tuple[int, int], key: list[int], rank: int, world: int):
+    """Reading views that place the sign (PhaseConfig.reading_jitter): each detail sample's scene is
+    rolled in place, wrapping around, by whole patches so its sign's centre lands within ±jitter ·
+    half the image of a fixed reading spot (kept far enough from the border that the sign stays
+    whole). The reading probe that reads 98 % of held-out signs saw each sign at one place in its
+    window; with the sign anywhere, a fresh LLM did not start to use it (reports/lab/RUN.md).
+    features (B, C, Gp, Gp) and pixels (B, 3, S, S) are rolled in place; returns the boxes and the
+    other signs' boxes moved with them (an other sign cut by the wrap is dropped: None)."""
+    G, n, cp = g.patches_per_side, g.cells_per_side, g.cell_patches
+    spot = np.array([(n // 2 - 0.5) * cp, (n // 2) * cp])  # (y, x) in patches: lab (12, 16), a sign across two cells of a row
+    unit = np.array([image_hw[0] / G, image_hw[1] / G])  # a patch in the boxes' pixels (y, x)
+    px = pixels.shape[-1] // G  # a patch in the pixel tensor's pixels
+    boxes, others = list(boxes), list(others)
+    for k, (box, is_detail) in enumerate(zip(boxes, detail)):
+        if box is None or not is_detail:
+            continue
+        x0, y0, x1, y1 = box
+        size = np.array([y1 - y0, x1 - x0]) / unit  # (h, w) patches
+        centre = np.array([y0 + y1, x0 + x1]) / 2 / unit
+        u = np.random.default_rng([*key, 9, rank + k * world]).uniform(-1, 1, 2)
+        want = np.clip(spot + jitter * u * G / 2, size / 2 + 0.5, G - size / 2 - 0.5)
+        dy, dx = (int(v) for v in np.round(want - centre))
+        features[k] = torch.roll(features[k], (dy, dx), (-2, -1))  # (C, Gp, Gp), content moves by (dy, dx) patches
+        pixels[k] = torch.roll(pixels[k], (dy * px, dx * px), (-2, -1))
+        move = lambda b: (b[0] + dx * unit[1], b[1] + dy * unit[0], b[2] + dx * unit[1], b[3] + dy * unit[0])
+        boxes[k] = move(box)
+        if others and others[k] is not None:
+            o = move(others[k])
+            inside = 0 <= o[0] and o[2] <= image_hw[1] and 0 <= o[1] and o[3] <= image_hw[0]
+            others[k] = o if inside else None
+    return boxes, others
 
 
 def split_by_tokens(batch: dict, n: int, g) -> list[dict]:

@@ -51,6 +51,7 @@ class TrainStep(nn.Module):
         res = m(batch["pixels"], batch["questions"], policy=policy, budget=budgets, features=batch["features"],
                 answers=batch["answers"] if "answer" in ph.losses else None, generate=False,
                 seeds=batch["noise_seeds"], gumbel_tau=tau, analyze=analyze, probes=False, prompts=batch.get("prompts"),
+                question_states=batch.get("question_states"),
                 stop_after="relevance" if ph.allocation == "none" else None)
         tr, out = res.trace, {}
         if "relevance" in ph.losses:

@@ -8,6 +8,15 @@ Variants (comma-separated):
            at its init it is ~1/20 of a token's norm, so after the layer norms a token's position
            is almost invisible to the LLM
   postrain CLIP's positional embedding trained at the full rate (the rest of CLIP frozen)
+  jitterX  the reading views' scenes rolled so each sign lands within ±X · half the image of one
+           reading spot (PhaseConfig.reading_jitter; jitter0: always there, as the reading probe saw
+           its signs; base is jitter1)
+  noq      no question states (the LLM reads the question from its byte prompt only)
+  noadapt  the adapter as the identity
+  noclip   CLIP as the identity (no positional embedding either: the LLM has the raster order)
+  clipnoln CLIP without its two layer norms (ln_pre, ln_post): at its zero-residual start, tokens + positions
+  clipnopos CLIP's positional embedding zeroed
+  posscaleX CLIP's (fixed sin-cos) positional embedding scaled by X
   cellorder the tokens handed over cell by cell (the lab's order before session 12) instead of in
            raster order of their centres
 Printed: training answer loss with the question's own image / another scene's image on a fixed
@@ -32,14 +41,29 @@ scenes = int(sys.argv[3]) if len(sys.argv) > 3 else 2000
 torch.manual_seed(0)
 m = load_pipeline("lab", weights="random").model
 pe = m.clip.visual.positional_embedding
+if "clipnoln" in variant:
+    m.clip.visual.ln_pre = torch.nn.Identity(); m.clip.visual.ln_post = torch.nn.Identity()
+if "posscale" in variant:
+    pe.data.mul_(float(variant.split("posscale")[1].split(",")[0]))
+if "clipnopos" in variant:
+    pe.data.zero_()
+if "noq" in variant:
+    m.llm.question_proj = None
+if "noadapt" in variant:
+    from arrcoc_lab.modeling.adapter import AdapterOutput
+    m.adapter.forward = lambda tokens, levels, mask: AdapterOutput(tokens=tokens, quality=mask.float(), gate=torch.tensor(0.0))
+if "noclip" in variant:
+    from arrcoc_lab.modeling.clip_tokens import ClipOutput
+    m.clip.forward = lambda ts, cls_attention=False: ClipOutput(tokens=ts.tokens, pooled=ts.tokens[:, 0], cls_attention=None)
 if "cellorder" in variant:
     m.compressor._rank = m.compressor._ranks("cell")
 if "posbig" in variant:
     pe.data.mul_(20.0)
 cfg = TrainConfig(data=f"scenebench:train@{scenes}", batch_size=32, progress=False)
 data = load_train_data(m, cfg)
+jitter = float(variant.split("jitter")[1].split(",")[0]) if "jitter" in variant else 1.0
 ph = get_phase("phase0", steps=steps, detail_share=1.0, reading_steps=1.0, reading_top_until=1.0, full_steps=0.0,
-               rephrase=0.0, question_dropout=0.0, micro_batches=1, segments=())
+               rephrase=0.0, question_dropout=0.0, micro_batches=1, segments=(), reading_jitter=jitter)
 params = set_trainable(m, ph)
 if "postrain" in variant:
     pe.requires_grad_(True)
