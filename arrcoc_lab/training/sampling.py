@@ -138,10 +138,10 @@ def make_batch(data: TrainData, model, phase: PhaseConfig, step: int, cfg: Train
     rows = data.scenes.rows([data.scene_index[i] for i in mine])
     boxes = [data.boxes[i] for i in mine]
     features, pixels = data.scenes.features[rows].float(), data.scenes.pixels[rows].float()
+    detail = [data.difficulty[i] == "detail" for i in mine]
     reading = phase.allocation == "mixed" and np.random.default_rng([cfg.seed, step, 5]).random() < phase.reading_steps
     others = [data.other_sign(i) for i in mine] if reading else []
     if reading and phase.reading_jitter < 1:
-        detail = [data.difficulty[i] == "detail" for i in mine]
         boxes, others = roll_to_reading_spot(features, pixels, boxes, others, detail, phase.reading_jitter, g,
                                              data.image_hw, [cfg.seed, step], rank, world)
     batch = {
@@ -149,7 +149,7 @@ def make_batch(data: TrainData, model, phase: PhaseConfig, step: int, cfg: Train
         "pixels": pixels.to(device),
         "questions": rephrased([data.questions[i] for i in mine], phase.rephrase, cfg.seed, step, rank, world),
         "answers": [data.answers[i] for i in mine],
-        "detail": torch.tensor([data.difficulty[i] == "detail" for i in mine], device=device),
+        "detail": torch.tensor(detail, device=device),
         "families": [family_of(data.questions[i]) for i in mine],
         "tiers": torch.tensor([TIER_OF[data.difficulty[i]] for i in mine], device=device),
         "target_cells": target_cells(boxes, g, data.image_hw).to(device),
