@@ -5,7 +5,10 @@ N (default 128) held-out fine-detail signs of SceneBench val, each shown as phas
 views show it: the sign's cells at LEVEL (default: the top level), every other cell at the
 minimum; with JITTER < 1 (PhaseConfig.reading_jitter) the scene rolled so the sign sits within
 ±JITTER · half the image of the reading spot (0: at it). Printed: the teacher-forced answer loss with the scene's own features / with another
-scene's features under the same view (the gap is how much the view is used).
+scene's features under the same view (the gap is how much the view is used), and, from greedy
+decoding with the scene's own features, the exact-match and ANLS of the answers. With QSTATES 0
+(the fifth argument; default 1) the LLM gets no MiniLM question states, as phase 0 trains it while
+PhaseConfig.question_states is 0.
 """
 import sys
 
@@ -14,6 +17,7 @@ import torch
 from arrcoc_lab import load_pipeline
 from arrcoc_lab.data.features import target_cells
 from arrcoc_lab.evaluation.evaluate import load_eval_set
+from arrcoc_lab.evaluation.metrics import anls, exact_match
 from arrcoc_lab.policies import OraclePolicy
 from arrcoc_lab.training.sampling import roll_to_reading_spot
 
@@ -24,9 +28,11 @@ m, g = pipe.model.eval(), pipe.model.geometry
 level = int(sys.argv[2]) if len(sys.argv) > 2 else g.max_level_index
 n = int(sys.argv[3]) if len(sys.argv) > 3 else 128
 jitter = float(sys.argv[4]) if len(sys.argv) > 4 else 1.0
+qstates = bool(int(sys.argv[5])) if len(sys.argv) > 5 else True
 es = load_eval_set(m, "scenebench:val", 200, progress=False)
 signs = [s for s in es.samples if s.difficulty == "detail" and s.target_box][:n]
 loss = {"own": [], "other": []}
+em, an = [], []
 for a in range(0, len(signs), 16):
     chunk = signs[a:a + 16]
     idx = es.scenes.rows([s.scene_index for s in chunk])
@@ -40,7 +46,12 @@ for a in range(0, len(signs), 16):
         with torch.no_grad():
             out = m(p[perm], [s.question for s in chunk], policy=OraclePolicy(on_sign.float(), view),
                     budget=[g.max_tokens] * len(chunk), features=f[perm], answers=[s.answer for s in chunk],
-                    generate=False, seeds=list(range(len(chunk))), probes=False)
+                    generate=name == "own", seeds=list(range(len(chunk))), probes=False,
+                    question_states=[qstates] * len(chunk))
         loss[name] += out.answer_loss.per_sample.tolist()
+        if name == "own":
+            em += [exact_match(a, s.answer) for a, s in zip(out.answers, chunk)]
+            an += [anls(a, s.answer) for a, s in zip(out.answers, chunk)]
 own, other = (sum(v) / len(v) for v in (loss["own"], loss["other"]))
-print(f"{ck} level {level}, jitter {jitter}: {len(signs)} signs, answer loss own / other {own:.3f} / {other:.3f}", flush=True)
+print(f"{ck} level {level}, jitter {jitter}, question states {int(qstates)}: {len(signs)} signs, answer loss "
+      f"own / other {own:.3f} / {other:.3f}, exact {sum(em) / len(em):.3f}, ANLS {sum(an) / len(an):.3f}", flush=True)
