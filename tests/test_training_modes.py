@@ -176,6 +176,10 @@ def test_segments_change_the_batches_from_their_step_on(tiny):
     assert levels and set(levels) == {1}
     shipped = get_phase("phase0")  # the lab curriculum's own start (session 13): signs at the reading spot, no states
     assert shipped.at(0).reading_jitter == 0.0 and shipped.at(0).question_states == 0.0
+    starts = [start for start, _ in shipped.segments]  # appended as the run went: a resume takes only later ones
+    assert starts == sorted(starts) and all(0 < s < shipped.steps for s in starts)
+    assert shipped.at(1999).reading_top_until == 0.35 and shipped.at(2000).reading_top_until == 0.5
+    assert [shipped.at(s).reading_jitter for s in (2399, 2400, 2600)] == [0.0, 0.25, 1.0]
     two = get_phase("phase0", segments=((100, {"reading_jitter": 0.5}), (200, {"question_states": 1.0})))
     assert [two.at(s).reading_jitter for s in (99, 100, 300)] == [0.0, 0.5, 0.5]  # a later segment keeps what an
     assert [two.at(s).question_states for s in (199, 200)] == [0.0, 1.0]           # earlier one set

@@ -144,6 +144,15 @@ PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
                 detail_share=0.8, high_res_steps=0.0, full_steps=0.01, reading_steps=0.85, reading_top_until=0.35,
                 reading_level=2, reading_top_share=0.3, reading_jitter=0.0, question_states=0.0,
                 question_dropout=0.25, rephrase=0.5, micro_batches=4,
+                # appended as the run went (RUN.md, "Session 14"): at step 2,000 the sign at the spot was used (answer
+                # loss 1.0 own / 2.7 another scene's) but rarely read (ANLS 0.19), so the top-level-only reading views
+                # go on to step 3,000 instead of 2,100, and more of each step is signs in reading views (~54 a step
+                # instead of ~44; gist had learned its answers by step 600). At step 2,300 signs at the spot were
+                # partly read (exact 7 %, ANLS 0.31) and those elsewhere less than at step 500, so the sign starts to
+                # move: within ±4 patches of the spot. 100 steps later signs were read as well where their scene has
+                # them as at the spot, so from step 2,600 each reading view keeps its scene as it is
+                segments=((2000, {"reading_top_until": 0.5, "detail_share": 0.9, "reading_steps": 0.95}),
+                          (2400, {"reading_jitter": 0.25}), (2600, {"reading_jitter": 1.0})),
                 description="downstream pre-training on randomised allocations and reading views"),
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
                 lr=2e-3, steps=300, detail_share=0.5, rephrase=0.5,
