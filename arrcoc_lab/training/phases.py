@@ -150,9 +150,14 @@ PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
                 # instead of ~44; gist had learned its answers by step 600). At step 2,300 signs at the spot were
                 # partly read (exact 7 %, ANLS 0.31) and those elsewhere less than at step 500, so the sign starts to
                 # move: within ±4 patches of the spot. 100 steps later signs were read as well where their scene has
-                # them as at the spot, so from step 2,600 each reading view keeps its scene as it is
+                # them as at the spot, so from step 2,600 each reading view keeps its scene as it is.
+                # Session 15: at step 2,800 gist was still answered from the question alone (landmark loss
+                # 0.40 with the scene's own image, 0.36 with another's), and 300 landmark-only steps from those
+                # weights reached 23 % held-out (chance 17 %); ~3 landmark/city questions a step would never
+                # get there, so from step 3,000 half of each batch is gist again (~32 a step)
                 segments=((2000, {"reading_top_until": 0.5, "detail_share": 0.9, "reading_steps": 0.95}),
-                          (2400, {"reading_jitter": 0.25}), (2600, {"reading_jitter": 1.0})),
+                          (2400, {"reading_jitter": 0.25}), (2600, {"reading_jitter": 1.0}),
+                          (3000, {"detail_share": 0.5})),
                 description="downstream pre-training on randomised allocations and reading views"),
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
                 lr=2e-3, steps=300, detail_share=0.5, rephrase=0.5,
