@@ -154,10 +154,12 @@ PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
                 # Session 15: at step 2,800 gist was still answered from the question alone (landmark loss
                 # 0.40 with the scene's own image, 0.36 with another's), and 300 landmark-only steps from those
                 # weights reached 23 % held-out (chance 17 %); ~3 landmark/city questions a step would never
-                # get there, so from step 3,000 half of each batch is gist again (~32 a step)
+                # get there, so from step 3,000 half of each batch is gist again (~32 a step). From step 3,400
+                # the LLM also gets MiniLM's question states (and a quarter of the byte prompts lose their
+                # question), which held-out phrasings need; the question projection starts at zero
                 segments=((2000, {"reading_top_until": 0.5, "detail_share": 0.9, "reading_steps": 0.95}),
                           (2400, {"reading_jitter": 0.25}), (2600, {"reading_jitter": 1.0}),
-                          (3000, {"detail_share": 0.5})),
+                          (3000, {"detail_share": 0.5}), (3400, {"question_states": 1.0})),
                 description="downstream pre-training on randomised allocations and reading views"),
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
                 lr=2e-3, steps=300, detail_share=0.5, rephrase=0.5,
