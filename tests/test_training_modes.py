@@ -182,6 +182,7 @@ def test_segments_change_the_batches_from_their_step_on(tiny):
     assert [shipped.at(s).reading_jitter for s in (2399, 2400, 2600)] == [0.0, 0.25, 1.0]
     assert [shipped.at(s).detail_share for s in (1999, 2000, 2999, 3000)] == [0.8, 0.9, 0.9, 0.5]
     assert [shipped.at(s).question_states for s in (3399, 3400)] == [0.0, 1.0]
+    assert [shipped.at(s).reading_jitter for s in (3599, 3600)] == [1.0, 0.0] and shipped.at(3600).reading_top_share == 0.2
     two = get_phase("phase0", segments=((100, {"reading_jitter": 0.5}), (200, {"question_states": 1.0})))
     assert [two.at(s).reading_jitter for s in (99, 100, 300)] == [0.0, 0.5, 0.5]  # a later segment keeps what an
     assert [two.at(s).question_states for s in (199, 200)] == [0.0, 1.0]           # earlier one set

@@ -156,10 +156,16 @@ PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
                 # weights reached 23 % held-out (chance 17 %); ~3 landmark/city questions a step would never
                 # get there, so from step 3,000 half of each batch is gist again (~32 a step). From step 3,400
                 # the LLM also gets MiniLM's question states (and a quarter of the byte prompts lose their
-                # question), which held-out phrasings need; the question projection starts at zero
+                # question), which held-out phrasings need; the question projection starts at zero.
+                # Level 2 was not read at step 3,400 (loss own / another scene's 1.40 / 1.42). From those
+                # weights, 300 steps of level-2 reading views alone opened the gap to 1.14 / 1.70 with the
+                # sign at the spot and only to 1.22 / 1.29 (150 steps) where the scene has it, the top
+                # level's story again; so from step 3,600 the signs go back to the spot, with more of them
+                # (65 % fine detail) and 80 % of reading steps at level 2
                 segments=((2000, {"reading_top_until": 0.5, "detail_share": 0.9, "reading_steps": 0.95}),
                           (2400, {"reading_jitter": 0.25}), (2600, {"reading_jitter": 1.0}),
-                          (3000, {"detail_share": 0.5}), (3400, {"question_states": 1.0})),
+                          (3000, {"detail_share": 0.5}), (3400, {"question_states": 1.0}),
+                          (3600, {"reading_jitter": 0.0, "detail_share": 0.65, "reading_top_share": 0.2})),
                 description="downstream pre-training on randomised allocations and reading views"),
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
                 lr=2e-3, steps=300, detail_share=0.5, rephrase=0.5,
