@@ -17,7 +17,7 @@ from arrcoc_lab.pipeline import load_pipeline
 from arrcoc_lab.policies import OraclePolicy, get_policy
 from arrcoc_lab.training.config import TrainConfig
 from arrcoc_lab.training.phases import get_phase
-from arrcoc_lab.training.sampling import load_train_data, make_batch, parse_mix
+from arrcoc_lab.training.sampling import GIST_SPOT_FAMILIES, load_train_data, make_batch, parse_mix
 from arrcoc_lab.training.step import TrainStep, set_trainable
 
 
@@ -121,6 +121,32 @@ def test_reading_jitter_moves_each_sign_to_the_reading_spot(tiny):
         get_phase("phase0", reading_jitter=1.5)
 
 
+def test_gist_jitter_moves_each_landmark_to_the_spot(tiny):
+    """gist_jitter 0: the landmark questions' scenes rolled so the landmark sits at the spot, on every
+    step; other samples, and every sample at 1, as they were."""
+    pipe, data, cfg = tiny
+    ph = get_phase("phase0", steps=10, reading_steps=0.0, detail_share=0.0, reading_jitter=1.0)
+    assert ph.gist_jitter == 1.0  # the default: scenes as they are
+    seen = 0
+    for step in range(4):
+        plain = make_batch(data, pipe.model, ph, step, cfg, 0, 1, "cpu")
+        b = make_batch(data, pipe.model, dataclasses.replace(ph, gist_jitter=0.0), step, cfg, 0, 1, "cpu")
+        for k, fam in enumerate(b["families"]):
+            t = torch.nan_to_num(b["target_cells"][k]) > 0
+            if fam not in GIST_SPOT_FAMILIES:
+                assert torch.equal(plain["features"][k], b["features"][k])
+                continue
+            seen += 1
+            rows, cols = torch.nonzero(t, as_tuple=True)
+            spot = (rows.float().mean() + 0.5) * 64, (cols.float().mean() + 0.5) * 64  # (y, x) px of its cells' centre
+            assert abs(spot[0] - 96) <= 64 and abs(spot[1] - 128) <= 64  # around the spot, patch (12, 16) = px (96, 128)
+            assert any(torch.equal(torch.roll(plain["features"][k], (dy, dx), (-2, -1)), b["features"][k])
+                       for dy in range(-16, 16) for dx in range(-16, 16))  # the same scene, rolled
+    assert seen
+    with pytest.raises(InputError, match="gist_jitter"):
+        get_phase("phase0", gist_jitter=-0.1)
+
+
 def test_question_states_withheld_from_a_share_of_samples(tiny):
     """PhaseConfig.question_states: the LLM of a withheld sample reads the byte prompt alone (its loss
     is the one without states), which is never blanked for it; the projection learns nothing from it."""
@@ -183,6 +209,7 @@ def test_segments_change_the_batches_from_their_step_on(tiny):
     assert [shipped.at(s).detail_share for s in (1999, 2000, 2999, 3000)] == [0.8, 0.9, 0.9, 0.5]
     assert [shipped.at(s).question_states for s in (3399, 3400)] == [0.0, 1.0]
     assert [shipped.at(s).reading_jitter for s in (3599, 3600)] == [1.0, 0.0] and shipped.at(3600).reading_top_share == 0.2
+    assert [shipped.at(s).gist_jitter for s in (3999, 4000)] == [1.0, 0.0]
     two = get_phase("phase0", segments=((100, {"reading_jitter": 0.5}), (200, {"question_states": 1.0})))
     assert [two.at(s).reading_jitter for s in (99, 100, 300)] == [0.0, 0.5, 0.5]  # a later segment keeps what an
     assert [two.at(s).question_states for s in (199, 200)] == [0.0, 1.0]           # earlier one set

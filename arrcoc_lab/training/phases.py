@@ -63,6 +63,11 @@ class PhaseConfig:
     # the sign's centre lands within ±reading_jitter · half the image of one reading spot (0: always
     # there, as the reading probe saw its signs; sampling.roll_to_reading_spot)
     reading_jitter: float = 1.0
+    # the same for the gist questions about the landmark (landmark kind, city; sampling.GIST_SPOT_FAMILIES),
+    # on every step: their scenes rolled so the landmark lands within ±gist_jitter · half the image of
+    # the spot (1: where its scene has it). At one place a downstream that reads learned the six-way
+    # landmark far faster than with the landmark anywhere (RUN.md, "Session 15")
+    gist_jitter: float = 1.0
     # share of samples whose LLM input carries the query encoder's question states (the rest read the
     # byte prompt alone): with the states from step 0 a fresh LLM did not start to use the image
     question_states: float = 1.0
@@ -85,7 +90,7 @@ class PhaseConfig:
             raise InputError(f"phase {self.name}: detail_share must be in [0, 1], got {self.detail_share}")
         if not 0.0 <= self.high_res_steps <= 1.0:
             raise InputError(f"phase {self.name}: high_res_steps must be in [0, 1], got {self.high_res_steps}")
-        for name in ("reading_steps", "reading_top_until", "reading_top_share", "reading_jitter", "question_states",
+        for name in ("reading_steps", "reading_top_until", "reading_top_share", "reading_jitter", "gist_jitter", "question_states",
                      "question_dropout", "full_steps", "rephrase"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"phase {self.name}: {name} must be in [0, 1], got {getattr(self, name)}")
@@ -121,7 +126,7 @@ class PhaseConfig:
 
 # what a segment may change: how batches are drawn, never the optimisation itself
 SEGMENT_FIELDS = ("detail_share", "high_res_steps", "full_steps", "reading_steps", "reading_top_until", "reading_level",
-                  "reading_top_share", "reading_jitter", "question_states", "question_dropout", "rephrase",
+                  "reading_top_share", "reading_jitter", "gist_jitter", "question_states", "question_dropout", "rephrase",
                   "micro_batches")
 
 DOWNSTREAM = STAGES[STAGES.index("compressor"):]  # what turns an allocation into an answer
@@ -161,11 +166,15 @@ PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
                 # weights, 300 steps of level-2 reading views alone opened the gap to 1.14 / 1.70 with the
                 # sign at the spot and only to 1.22 / 1.29 (150 steps) where the scene has it, the top
                 # level's story again; so from step 3,600 the signs go back to the spot, with more of them
-                # (65 % fine detail) and 80 % of reading steps at level 2
+                # (65 % fine detail) and 80 % of reading steps at level 2. Gist was still at chance for
+                # the landmark at step 3,800 (landmark 8 %, city 18 % at uniform 64); from those weights,
+                # 250 landmark/city steps brought the training loss to 0.08 with the landmark at the spot
+                # and to 0.25 (from 0.27) where the scene has it, so from step 4,000 it goes to the spot too
                 segments=((2000, {"reading_top_until": 0.5, "detail_share": 0.9, "reading_steps": 0.95}),
                           (2400, {"reading_jitter": 0.25}), (2600, {"reading_jitter": 1.0}),
                           (3000, {"detail_share": 0.5}), (3400, {"question_states": 1.0}),
-                          (3600, {"reading_jitter": 0.0, "detail_share": 0.65, "reading_top_share": 0.2})),
+                          (3600, {"reading_jitter": 0.0, "detail_share": 0.65, "reading_top_share": 0.2}),
+                          (4000, {"gist_jitter": 0.0})),
                 description="downstream pre-training on randomised allocations and reading views"),
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
                 lr=2e-3, steps=300, detail_share=0.5, rephrase=0.5,

@@ -20,6 +20,7 @@ from .config import TrainConfig
 from .phases import PhaseConfig
 
 TIER_OF = {"gist": 0, "detail": 2}  # tier label per difficulty: fast / accurate
+GIST_SPOT_FAMILIES = ("landmark", "city")  # gist questions about one region, the landmark (PhaseConfig.gist_jitter)
 
 
 @dataclass
@@ -144,6 +145,10 @@ def make_batch(data: TrainData, model, phase: PhaseConfig, step: int, cfg: Train
     if reading and phase.reading_jitter < 1:
         boxes, others = roll_to_reading_spot(features, pixels, boxes, others, detail, phase.reading_jitter, g,
                                              data.image_hw, [cfg.seed, step], rank, world)
+    if phase.gist_jitter < 1:  # the landmark questions' scenes, so the landmark sits at the spot
+        spot = [family_of(data.questions[i]) in GIST_SPOT_FAMILIES for i in mine]
+        boxes, _ = roll_to_reading_spot(features, pixels, boxes, [], spot, phase.gist_jitter, g, data.image_hw,
+                                        [cfg.seed, step, 11], rank, world)
     batch = {
         "features": features.to(device),
         "pixels": pixels.to(device),
@@ -174,12 +179,12 @@ def make_batch(data: TrainData, model, phase: PhaseConfig, step: int, cfg: Train
     return batch
 
 
-def roll_to_reading_spot(features: torch.Tensor, pixels: torch.Tensor, boxes: list, others: list, detail: list[bool],
+def roll_to_reading_spot(features: torch.Tensor, pixels: torch.Tensor, boxes: list, others: list, move: list[bool],
                          jitter: float, g, image_hw: tuple[int, int], key: list[int], rank: int, world: int):
-    """Reading views that place the sign (PhaseConfig.reading_jitter): each detail sample's scene is
-    rolled in place, wrapping around, by whole patches so its sign's centre lands within ±jitter ·
-    half the image of a fixed reading spot (kept far enough from the border that the sign stays
-    whole). The reading probe that reads 98 % of held-out signs saw each sign at one place in its
+    """Reading views that place the sign (PhaseConfig.reading_jitter): each sample's scene with `move`
+    (the detail samples; for gist_jitter the landmark questions, the landmark their "sign") is rolled
+    in place, wrapping around, by whole patches so its sign's centre lands within ±jitter · half the
+    image of a fixed reading spot (kept far enough from the border that the sign stays whole). The reading probe that reads 98 % of held-out signs saw each sign at one place in its
     window; with the sign anywhere, a fresh LLM did not start to use it (reports/lab/RUN.md).
     features (B, C, Gp, Gp) and pixels (B, 3, S, S) are rolled in place; returns the boxes and the
     other signs' boxes moved with them (an other sign cut by the wrap is dropped: None)."""
@@ -188,8 +193,8 @@ def roll_to_reading_spot(features: torch.Tensor, pixels: torch.Tensor, boxes: li
     unit = np.array([image_hw[0] / G, image_hw[1] / G])  # a patch in the boxes' pixels (y, x)
     px = pixels.shape[-1] // G  # a patch in the pixel tensor's pixels
     boxes, others = list(boxes), list(others)
-    for k, (box, is_detail) in enumerate(zip(boxes, detail)):
-        if box is None or not is_detail:
+    for k, (box, moved) in enumerate(zip(boxes, move)):
+        if box is None or not moved:
             continue
         x0, y0, x1, y1 = box
         size = np.array([y1 - y0, x1 - x0]) / unit  # (h, w) patches
