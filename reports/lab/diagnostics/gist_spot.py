@@ -7,7 +7,8 @@ Each training scene is rolled (sampling.roll_to_reading_spot) so the landmark's 
 within ±JITTER · half the image of the reading spot (0: always there; 1: where the scene has it).
 Batch 32, constant LR after 20 warm-up steps, CLIP frozen and the adapter at 1/10 as in phase 0.
 Printed every 50 steps: the training answer loss and, on 64 held-out questions with their scenes
-as they are, the answer loss with the own scene / another scene's; at the end, held-out exact
+as they are (and then, with JITTER < 1, rolled to the spot), the answer loss with the own scene /
+another scene's; at the end, held-out exact
 match (scenes as they are) on 128 questions.
 """
 import math, sys, time
@@ -42,8 +43,9 @@ def batch(ix, step=None, perm=None):
         rows = rows[perm]
     f, p = data.scenes.features[rows].float(), data.scenes.pixels[rows].float()
     boxes = [data.boxes[i] for i in ix]
-    if step is not None and jitter < 1:  # the landmark to the spot (roll_to_reading_spot moves "detail" samples)
-        boxes, _ = roll_to_reading_spot(f, p, boxes, [], [True] * len(ix), jitter, g, data.image_hw, [0, step], 0, 1)
+    if step is not None and jitter < 1:  # the landmark to the spot (after the permutation: the scene shown is rolled)
+        shown = [data.boxes[i] for i in (ix if perm is None else ix[perm.numpy()])]
+        boxes, _ = roll_to_reading_spot(f, p, shown, [], [True] * len(ix), jitter, g, data.image_hw, [0, max(step, 0)], 0, 1)
     return {"features": f, "pixels": p, "questions": [data.questions[i] for i in ix], "answers": [data.answers[i] for i in ix],
             "detail": torch.zeros(len(ix), dtype=torch.bool), "families": [family_of(data.questions[i]) for i in ix],
             "tiers": torch.zeros(len(ix), dtype=torch.long), "target_cells": target_cells(boxes, g, data.image_hw),
@@ -51,10 +53,12 @@ def batch(ix, step=None, perm=None):
 
 
 def own_other():
+    """held-out loss own / another scene's, the scenes as they are and, with JITTER < 1, at the spot too"""
     m.eval(); res = []
     with torch.no_grad():
-        for perm in (None, torch.roll(torch.arange(64), 1)):
-            res.append(round(float(st(batch(held[:64], perm=perm))["answer"]), 3))
+        for step in (None, -1) if jitter < 1 else (None,):
+            for perm in (None, torch.roll(torch.arange(64), 1)):
+                res.append(round(float(st(batch(held[:64], step=step, perm=perm))["answer"]), 3))
     m.train(); return tuple(res)
 
 
