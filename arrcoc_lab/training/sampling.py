@@ -140,13 +140,14 @@ def make_batch(data: TrainData, model, phase: PhaseConfig, step: int, cfg: Train
     boxes = [data.boxes[i] for i in mine]
     features, pixels = data.scenes.features[rows].float(), data.scenes.pixels[rows].float()
     detail = [data.difficulty[i] == "detail" for i in mine]
+    families = [family_of(data.questions[i]) for i in mine]  # parsed once: the log's and gist_jitter's
     reading = phase.allocation == "mixed" and np.random.default_rng([cfg.seed, step, 5]).random() < phase.reading_steps
     others = [data.other_sign(i) for i in mine] if reading else []
     if reading and phase.reading_jitter < 1:
         boxes, others = roll_to_reading_spot(features, pixels, boxes, others, detail, phase.reading_jitter, g,
                                              data.image_hw, [cfg.seed, step], rank, world)
     if phase.gist_jitter < 1:  # the landmark questions' scenes, so the landmark sits at the spot
-        spot = [family_of(data.questions[i]) in GIST_SPOT_FAMILIES for i in mine]
+        spot = [f in GIST_SPOT_FAMILIES for f in families]
         boxes, _ = roll_to_reading_spot(features, pixels, boxes, [], spot, phase.gist_jitter, g, data.image_hw,
                                         [cfg.seed, step, 11], rank, world)
     batch = {
@@ -155,7 +156,7 @@ def make_batch(data: TrainData, model, phase: PhaseConfig, step: int, cfg: Train
         "questions": rephrased([data.questions[i] for i in mine], phase.rephrase, cfg.seed, step, rank, world),
         "answers": [data.answers[i] for i in mine],
         "detail": torch.tensor(detail, device=device),
-        "families": [family_of(data.questions[i]) for i in mine],
+        "families": families,
         "tiers": torch.tensor([TIER_OF[data.difficulty[i]] for i in mine], device=device),
         "target_cells": target_cells(boxes, g, data.image_hw).to(device),
         "noise_seeds": [int(s) for s in np.random.default_rng([cfg.seed, step, 1]).integers(0, 2**31, cfg.batch_size)[rank::world]],
@@ -184,8 +185,9 @@ def roll_to_reading_spot(features: torch.Tensor, pixels: torch.Tensor, boxes: li
     """Reading views that place the sign (PhaseConfig.reading_jitter): each sample's scene with `move`
     (the detail samples; for gist_jitter the landmark questions, the landmark their "sign") is rolled
     in place, wrapping around, by whole patches so its sign's centre lands within ±jitter · half the
-    image of a fixed reading spot (kept far enough from the border that the sign stays whole). The reading probe that reads 98 % of held-out signs saw each sign at one place in its
-    window; with the sign anywhere, a fresh LLM did not start to use it (reports/lab/RUN.md).
+    image of a fixed reading spot (kept far enough from the border that the sign stays whole). The
+    reading probe that reads 98 % of held-out signs saw each sign at one place in its window; with
+    the sign anywhere, a fresh LLM did not start to use it (reports/lab/RUN.md).
     features (B, C, Gp, Gp) and pixels (B, 3, S, S) are rolled in place; returns the boxes and the
     other signs' boxes moved with them (an other sign cut by the wrap is dropped: None)."""
     G, n, cp = g.patches_per_side, g.cells_per_side, g.cell_patches
