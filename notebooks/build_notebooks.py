@@ -25,6 +25,10 @@ PHASES = {
                              "*randomised* allocations: oracle-targeted, random, uniform, at budgets from gist-only to "
                              "full. The result accepts any allocation, which is also what a fair comparison of "
                              "allocation policies needs (one downstream for all)."),
+    "10b_phase0b_downstream": ("phase0b", 3000, "Phase 0b — downstream pre-training, continued",
+                               "Phase 0 as it ends (the same modules, reading views and gist questions), with a "
+                               "warm-up and a cosine learning rate of its own: level 2 and the landmark start late "
+                               "in phase 0, when its learning rate is nearly spent (reports/lab/RUN.md)."),
     "11_phase1a_allocator_pretrain": ("phase1a", 600, "Phase 1-A — allocator pre-training on region labels",
                                       "The relevance analyzer learns which cells hold the question's target region "
                                       "(binary cross-entropy per cell) and the tier classifier learns gist → fast, "
@@ -262,6 +266,11 @@ def build_evaluation():
 
 
 if __name__ == "__main__":
+    import sys
+
+    wanted = sys.argv[1:]  # notebook names to write (default: all of them)
     for name, args in PHASES.items():
-        build(name, *args)
-    build_evaluation()
+        if not wanted or name in wanted:
+            build(name, *args)
+    if not wanted or "20_lab_evaluation" in wanted:
+        build_evaluation()

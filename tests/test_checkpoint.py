@@ -415,8 +415,9 @@ def test_run_phase_refuses_a_changed_resume_before_training(run_dir):
 
 def test_a_resume_takes_segments_that_start_after_its_checkpoint(run_dir):
     """A phase's segments change how later batches are drawn: appended ones that start at or after
-    the checkpoint's step change nothing already trained, so the run resumes under them; one that
-    starts earlier, or an edited one, would have drawn other batches, so it is refused; a field new to
+    the checkpoint's step change nothing already trained, so the run resumes under them (and such
+    a segment not yet reached may be edited or dropped); one that starts earlier, or an edited one
+    already in force, would have drawn other batches, so it is refused; a field new to
     PhaseConfig is taken at its default (the behaviour the checkpoint was trained under)."""
     from arrcoc_lab.training.checkpoints import check_resume, later_changes
     from arrcoc_lab.training.config import TrainConfig
@@ -443,3 +444,10 @@ def test_a_resume_takes_segments_that_start_after_its_checkpoint(run_dir):
     check_resume(out, with_segments((2, {"detail_share": 0.9}), (5, {"rephrase": 0.0})))
     with pytest.raises(CheckpointError, match="phase.segments"):
         check_resume(out, with_segments((2, {"detail_share": 0.8})))
+    with pytest.raises(CheckpointError, match="phase.segments"):
+        check_resume(out, with_segments((5, {"rephrase": 0.0})))  # the one in force since step 2 dropped
+    # one not yet reached at the checkpoint: its plan may change, or go
+    (out / "checkpoints" / "step_000004" / "state.json").write_text(json.dumps(
+        {"step": 4, "history": [], "config": with_segments((2, {"detail_share": 0.9}), (6, {"rephrase": 0.0}))}))
+    check_resume(out, with_segments((2, {"detail_share": 0.9}), (4, {"rephrase": 0.2})))
+    check_resume(out, with_segments((2, {"detail_share": 0.9})))

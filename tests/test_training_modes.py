@@ -16,8 +16,8 @@ from arrcoc_lab.modeling.presets import get_preset
 from arrcoc_lab.pipeline import load_pipeline
 from arrcoc_lab.policies import OraclePolicy, get_policy
 from arrcoc_lab.training.config import TrainConfig
-from arrcoc_lab.training.phases import get_phase
-from arrcoc_lab.training.sampling import GIST_SPOT_FAMILIES, load_train_data, make_batch, parse_mix
+from arrcoc_lab.training.phases import SEGMENT_FIELDS, get_phase
+from arrcoc_lab.training.sampling import GIST_SPOT_FAMILIES, load_train_data, make_batch, parse_mix, sample_indices
 from arrcoc_lab.training.step import TrainStep, set_trainable
 
 
@@ -190,6 +190,26 @@ def _sign_levels(data, model, phase, step, cfg) -> list[int]:
     return out
 
 
+def test_spot_share_draws_that_share_of_landmark_questions(tiny):
+    """spot_share: that share of each batch (in expectation) is landmark and city questions, the
+    detail share kept; unset, the draw is the one runs were trained with."""
+    pipe, data, cfg = tiny
+    big = dataclasses.replace(cfg, batch_size=6)  # of the 24 samples, 8 about the landmark, 8 detail
+    share = lambda ph, which: np.mean([which[i] for s in range(40) for i in sample_indices(data, ph, s, big)])
+    detail = np.array([d == "detail" for d in data.difficulty])
+    plain = get_phase("phase0", steps=10, detail_share=0.25, segments=())
+    assert plain.spot_share is None
+    ph = dataclasses.replace(plain, spot_share=0.7)
+    assert share(plain, data.spot_family) < 0.55 < share(ph, data.spot_family)
+    assert abs(share(ph, detail) - share(plain, detail)) < 0.1
+    assert all(np.array_equal(sample_indices(data, plain, s, big),
+                              sample_indices(data, dataclasses.replace(plain, spot_share=None), s, big)) for s in range(3))
+    with pytest.raises(InputError, match="spot_share"):
+        get_phase("phase0", detail_share=0.8, spot_share=0.3)
+    with pytest.raises(InputError, match="spot_share"):  # checked as the segments leave it, not once it is reached
+        get_phase("phase0", detail_share=0.5, segments=((5, {"spot_share": 0.4}), (9, {"detail_share": 0.7})))
+
+
 def test_segments_change_the_batches_from_their_step_on(tiny):
     """Phase 0's schedule: a segment changes how batches are drawn from its step on, and only that."""
     pipe, data, cfg = tiny
@@ -206,10 +226,14 @@ def test_segments_change_the_batches_from_their_step_on(tiny):
     assert starts == sorted(starts) and all(0 < s < shipped.steps for s in starts)
     assert shipped.at(1999).reading_top_until == 0.35 and shipped.at(2000).reading_top_until == 0.5
     assert [shipped.at(s).reading_jitter for s in (2399, 2400, 2600)] == [0.0, 0.25, 1.0]
-    assert [shipped.at(s).detail_share for s in (1999, 2000, 2999, 3000)] == [0.8, 0.9, 0.9, 0.5]
-    assert [shipped.at(s).question_states for s in (3399, 3400)] == [0.0, 1.0]
-    assert [shipped.at(s).reading_jitter for s in (3599, 3600)] == [1.0, 0.0] and shipped.at(3600).reading_top_share == 0.2
-    assert [shipped.at(s).gist_jitter for s in (3999, 4000)] == [1.0, 0.0]
+    assert [shipped.at(s).detail_share for s in (1999, 2000, 2999, 3000)] == [0.8, 0.9, 0.9, 0.55]
+    assert [shipped.at(s).reading_jitter for s in (2999, 3000)] == [1.0, 0.0] and shipped.at(3000).reading_top_share == 0.2
+    assert [(shipped.at(s).spot_share, shipped.at(s).gist_jitter) for s in (2999, 3000)] == [(None, 1.0), (0.25, 0.0)]
+    assert [shipped.at(s).question_states for s in (3199, 3200)] == [0.0, 1.0]
+    cont, end = get_phase("phase0b"), shipped.at(shipped.steps)  # phase 0's last batches, a learning rate of its own
+    assert all(getattr(cont, f) == getattr(end, f) for f in SEGMENT_FIELDS if f != "reading_top_until")
+    assert (cont.trainable, cont.lr_scale, cont.losses, cont.segments) == (shipped.trainable, shipped.lr_scale, shipped.losses, ())
+    assert cont.reading_top_until == 0.0 and cont.lr < shipped.lr and cont.warmup > shipped.warmup
     two = get_phase("phase0", segments=((100, {"reading_jitter": 0.5}), (200, {"question_states": 1.0})))
     assert [two.at(s).reading_jitter for s in (99, 100, 300)] == [0.0, 0.5, 0.5]  # a later segment keeps what an
     assert [two.at(s).question_states for s in (199, 200)] == [0.0, 1.0]           # earlier one set

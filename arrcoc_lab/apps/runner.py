@@ -22,6 +22,7 @@ NOTEBOOKS_ENV = "ARRCOC_NOTEBOOKS"  # a folder holding the phase notebooks, for 
 NOTEBOOK_FILES = {  # run-phase name → notebook (notebooks/build_notebooks.py writes the phase ones)
     "encoder": "09_encoder_pretrain.ipynb",  # notebooks/build_encoder.py
     "phase0": "10_phase0_downstream.ipynb",
+    "phase0b": "10b_phase0b_downstream.ipynb",
     "phase1a": "11_phase1a_allocator_pretrain.ipynb",
     "phase1": "12_phase1_allocator_adapter.ipynb",
     "phase2": "13_phase2_clip_adapter.ipynb",

@@ -110,13 +110,14 @@ def config_differences(old, new, prefix: str = "") -> list[str]:
 
 def later_changes(old: dict, new: dict, step: int) -> list[str]:
     """The differences a run resumed at `step` may take: phase fields added to PhaseConfig since the
-    checkpoint, at the default that keeps the old behaviour, and segments appended that start at or
-    after `step` (they change only batches not drawn yet)."""
+    checkpoint, at the default that keeps the old behaviour, and segments that start at or after
+    `step` appended, edited or dropped (they change only batches not drawn yet; those that start
+    before it must stay as they were)."""
     old_phase, new_phase = (json.loads(json.dumps(c.get("phase") or {}, default=str)) for c in (old, new))
     defaults = json.loads(json.dumps(asdict(PhaseConfig("defaults", (), {})), default=str))
     ok = [f"phase.{k}" for k in set(new_phase) - set(old_phase) - {"segments"} if new_phase[k] == defaults.get(k)]
     old_seg, new_seg = old_phase.get("segments") or [], new_phase.get("segments") or []
-    if new_seg[:len(old_seg)] == old_seg and all(start >= step for start, _ in new_seg[len(old_seg):]):
+    if [seg for seg in old_seg if seg[0] < step] == [seg for seg in new_seg if seg[0] < step]:
         ok.append("phase.segments")
     return ok
 

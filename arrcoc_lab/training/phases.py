@@ -49,6 +49,10 @@ class PhaseConfig:
     tau: float = 1.0  # Gumbel-softmax temperature
     budget_floor: float = 0.25  # efficiency also penalises a batch-average spend below the target, at this weight (0 = one-sided, as in the seeds)
     detail_share: float | None = None  # fraction of each batch drawn from fine-detail questions (None = as in the data, ~1/3)
+    # fraction of each batch drawn from the gist questions about the landmark (landmark kind, city;
+    # sampling.GIST_SPOT_FAMILIES), the rest of the gist share from the others; None = as in the data.
+    # Needs detail_share. Phase 0's ~11 a step did not learn the landmark in 700 steps (RUN.md)
+    spot_share: float | None = None
     high_res_steps: float = 0.0  # mixed allocation: share of steps whose targeted detail samples get their target at full resolution
     full_steps: float = 0.03  # mixed allocation: share of steps with every cell at the top level (the `full` policy's view; ~30x a normal step's cost)
     # reading views (mixed allocation): on this share of steps every detail sample sees its sign's
@@ -88,6 +92,9 @@ class PhaseConfig:
             raise InputError(f"phase {self.name}: unknown losses {sorted(bad)}; known: {list(LOSSES)}")
         if self.detail_share is not None and not 0.0 <= self.detail_share <= 1.0:
             raise InputError(f"phase {self.name}: detail_share must be in [0, 1], got {self.detail_share}")
+        if self.spot_share is not None and (self.detail_share is None or not 0.0 <= self.spot_share <= 1.0 - self.detail_share):
+            raise InputError(f"phase {self.name}: spot_share needs detail_share and must be in [0, 1 - detail_share], "
+                             f"got {self.spot_share} with detail_share {self.detail_share}")
         if not 0.0 <= self.high_res_steps <= 1.0:
             raise InputError(f"phase {self.name}: high_res_steps must be in [0, 1], got {self.high_res_steps}")
         for name in ("reading_steps", "reading_top_until", "reading_top_share", "reading_jitter", "gist_jitter", "question_states",
@@ -98,12 +105,13 @@ class PhaseConfig:
             raise InputError(f"phase {self.name}: micro_batches must be ≥ 1, got {self.micro_batches}")
         if self.budget_floor < 0:
             raise InputError(f"phase {self.name}: budget_floor must be ≥ 0, got {self.budget_floor}")
+        state = replace(self, segments=()) if self.segments else self
         for start, overrides in self.segments:
             bad = set(overrides) - set(SEGMENT_FIELDS)
             if bad or int(start) < 0:  # a segment past the last step (a shortened run) is never reached
                 raise InputError(f"phase {self.name}: a segment changes some of {list(SEGMENT_FIELDS)} from a step "
                                  f"≥ 0; got step {start} with {sorted(overrides)}")
-            replace(self, segments=(), **overrides)  # the values themselves pass the checks above
+            state = replace(state, **overrides)  # what `at` will draw from that step passes the checks above
         for path, scale in self.lr_scale.items():
             if path.split(".")[0] not in self.trainable or not scale > 0:
                 raise InputError(f"phase {self.name}: lr_scale takes a positive multiplier for a trainable module "
@@ -125,57 +133,66 @@ class PhaseConfig:
 
 
 # what a segment may change: how batches are drawn, never the optimisation itself
-SEGMENT_FIELDS = ("detail_share", "high_res_steps", "full_steps", "reading_steps", "reading_top_until", "reading_level",
+SEGMENT_FIELDS = ("detail_share", "spot_share", "high_res_steps", "full_steps", "reading_steps", "reading_top_until", "reading_level",
                   "reading_top_share", "reading_jitter", "gist_jitter", "question_states", "question_dropout", "rephrase",
                   "micro_batches")
 
 DOWNSTREAM = STAGES[STAGES.index("compressor"):]  # what turns an allocation into an answer
 
+# the CPU reading curriculum (issue 15, reports/lab/RUN.md): reading views (a sign's cells at a high
+# level, the rest at the minimum) on most steps, the top level first (reading-first), then half
+# of them at level 2 (what 64 tokens give a sign); token-sorted micro-batches; phrasings from the
+# generator and byte prompts without the question, so the LLM also reads it through MiniLM.
+# The region reader (`read`) is left out: the LLM is the better reader (reports/lab/reading/llm).
+# CLIP stays at its pass-through start and the adapter learns at a tenth of the rate: trained at
+# the LLM's rate from the start, either held back the LLM's use of the image (RUN.md); phase 2 adapts CLIP.
+# Session 13 (RUN.md): a fresh LLM starts to use a sign within ~100 steps when the sign sits at one
+# place and it reads the question from its byte prompt, and not at all with the sign anywhere or
+# with MiniLM's question states from step 0. So reading views first put every sign at the reading
+# spot (reading_jitter 0) and the question states wait (question_states 0); segments appended
+# once it reads let the sign move and bring the states in.
+PHASE0 = PhaseConfig("phase0", tuple(s for s in DOWNSTREAM if s != "clip"), {"answer": 1.0}, allocation="mixed", lr=1e-3,
+                     steps=6000, lr_scale={"adapter": 0.1},
+                     detail_share=0.8, high_res_steps=0.0, full_steps=0.01, reading_steps=0.85, reading_top_until=0.35,
+                     reading_level=2, reading_top_share=0.3, reading_jitter=0.0, question_states=0.0,
+                     question_dropout=0.25, rephrase=0.5, micro_batches=4,
+                     # appended as the run went (RUN.md, "Session 14"): at step 2,000 the sign at the spot was used (answer
+                     # loss 1.0 own / 2.7 another scene's) but rarely read (ANLS 0.19), so the top-level-only reading views
+                     # go on to step 3,000 instead of 2,100, and more of each step is signs in reading views (~54 a step
+                     # instead of ~44; gist had learned its answers by step 600). At step 2,300 signs at the spot were
+                     # partly read (exact 7 %, ANLS 0.31) and those elsewhere less than at step 500, so the sign starts to
+                     # move: within ±4 patches of the spot. 100 steps later signs were read as well where their scene has
+                     # them as at the spot, so from step 2,600 each reading view keeps its scene as it is.
+                     # Session 15 (the lost run, RUN.md): at step 2,800 gist was still answered from the question
+                     # alone, and stayed so with half of each batch gist from step 3,000; level 2 was not read
+                     # where the scene has it after 600 steps (3,000-3,600) and was learned at the spot from 3,600;
+                     # the landmark at the spot (from 4,000, ~11 landmark/city questions a step) was not learned
+                     # in 700 steps, where 32 a step learned it in 200. Session 16 restarted phase 0 from step 0
+                     # (runs/ was gone: the same batches to step 3,000) and goes to those settings directly at
+                     # step 3,000: level 2 at the spot (80 % of reading steps), a quarter of each batch landmark
+                     # and city questions with the landmark at the spot (spot_share, new), 55 % fine detail; the
+                     # MiniLM question states from 3,200 (a quarter of the byte prompts lose their question)
+                     segments=((2000, {"reading_top_until": 0.5, "detail_share": 0.9, "reading_steps": 0.95}),
+                               (2400, {"reading_jitter": 0.25}), (2600, {"reading_jitter": 1.0}),
+                               (3000, {"reading_jitter": 0.0, "reading_top_share": 0.2, "detail_share": 0.55,
+                                       "spot_share": 0.25, "gist_jitter": 0.0}),
+                               (3200, {"question_states": 1.0})),
+                     description="downstream pre-training on randomised allocations and reading views")
+
+
+def continued(phase: PhaseConfig, name: str, **changes) -> PhaseConfig:
+    """`phase` as its last step draws batches (its segments applied), under a name and an
+    optimisation of its own: a continuation that restarts the learning-rate schedule."""
+    return replace(phase.at(phase.steps), name=name, **changes)
+
+
 PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
-    # the CPU reading curriculum (issue 15, reports/lab/RUN.md): reading views (a sign's cells at a high
-    # level, the rest at the minimum) on most steps, the top level first (reading-first), then half
-    # of them at level 2 (what 64 tokens give a sign); token-sorted micro-batches; phrasings from the
-    # generator and byte prompts without the question, so the LLM also reads it through MiniLM.
-    # The region reader (`read`) is left out: the LLM is the better reader (reports/lab/reading/llm).
-    # CLIP stays at its pass-through start and the adapter learns at a tenth of the rate: trained at
-    # the LLM's rate from the start, either held back the LLM's use of the image (RUN.md); phase 2 adapts CLIP.
-    # Session 13 (RUN.md): a fresh LLM starts to use a sign within ~100 steps when the sign sits at one
-    # place and it reads the question from its byte prompt, and not at all with the sign anywhere or
-    # with MiniLM's question states from step 0. So reading views first put every sign at the reading
-    # spot (reading_jitter 0) and the question states wait (question_states 0); segments appended
-    # once it reads let the sign move and bring the states in.
-    PhaseConfig("phase0", tuple(s for s in DOWNSTREAM if s != "clip"), {"answer": 1.0}, allocation="mixed", lr=1e-3,
-                steps=6000, lr_scale={"adapter": 0.1},
-                detail_share=0.8, high_res_steps=0.0, full_steps=0.01, reading_steps=0.85, reading_top_until=0.35,
-                reading_level=2, reading_top_share=0.3, reading_jitter=0.0, question_states=0.0,
-                question_dropout=0.25, rephrase=0.5, micro_batches=4,
-                # appended as the run went (RUN.md, "Session 14"): at step 2,000 the sign at the spot was used (answer
-                # loss 1.0 own / 2.7 another scene's) but rarely read (ANLS 0.19), so the top-level-only reading views
-                # go on to step 3,000 instead of 2,100, and more of each step is signs in reading views (~54 a step
-                # instead of ~44; gist had learned its answers by step 600). At step 2,300 signs at the spot were
-                # partly read (exact 7 %, ANLS 0.31) and those elsewhere less than at step 500, so the sign starts to
-                # move: within ±4 patches of the spot. 100 steps later signs were read as well where their scene has
-                # them as at the spot, so from step 2,600 each reading view keeps its scene as it is.
-                # Session 15: at step 2,800 gist was still answered from the question alone (landmark loss
-                # 0.40 with the scene's own image, 0.36 with another's), and 300 landmark-only steps from those
-                # weights reached 23 % held-out (chance 17 %); ~3 landmark/city questions a step would never
-                # get there, so from step 3,000 half of each batch is gist again (~32 a step). From step 3,400
-                # the LLM also gets MiniLM's question states (and a quarter of the byte prompts lose their
-                # question), which held-out phrasings need; the question projection starts at zero.
-                # Level 2 was not read at step 3,400 (loss own / another scene's 1.40 / 1.42). From those
-                # weights, 300 steps of level-2 reading views alone opened the gap to 1.14 / 1.70 with the
-                # sign at the spot and only to 1.22 / 1.29 (150 steps) where the scene has it, the top
-                # level's story again; so from step 3,600 the signs go back to the spot, with more of them
-                # (65 % fine detail) and 80 % of reading steps at level 2. Gist was still at chance for
-                # the landmark at step 3,800 (landmark 8 %, city 18 % at uniform 64); from those weights,
-                # 250 landmark/city steps brought the training loss to 0.08 with the landmark at the spot
-                # and to 0.25 (from 0.27) where the scene has it, so from step 4,000 it goes to the spot too
-                segments=((2000, {"reading_top_until": 0.5, "detail_share": 0.9, "reading_steps": 0.95}),
-                          (2400, {"reading_jitter": 0.25}), (2600, {"reading_jitter": 1.0}),
-                          (3000, {"detail_share": 0.5}), (3400, {"question_states": 1.0}),
-                          (3600, {"reading_jitter": 0.0, "detail_share": 0.65, "reading_top_share": 0.2}),
-                          (4000, {"gist_jitter": 0.0})),
-                description="downstream pre-training on randomised allocations and reading views"),
+    PHASE0,
+    # phase 0 went on at its learning rate's tail (10^-4 by step 4,600 of 6,000) while level 2 and
+    # the landmark, which started late, were still being learned (RUN.md, "Session 15"): the same
+    # modules and batches as phase 0 ends with, a warm-up and a cosine of their own from 5 x 10^-4
+    continued(PHASE0, "phase0b", lr=5e-4, warmup=100, steps=3000, reading_top_until=0.0,
+              description="downstream pre-training continued: phase 0's last batches, a fresh learning-rate schedule"),
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
                 lr=2e-3, steps=300, detail_share=0.5, rephrase=0.5,
                 description="allocator pre-training on region labels and tiers"),

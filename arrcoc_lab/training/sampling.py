@@ -45,6 +45,11 @@ class TrainData:
                 out.setdefault(self.scene_index[j], []).append(box)
         return out
 
+    @functools.cached_property
+    def spot_family(self) -> np.ndarray:
+        """Per sample: a question about the landmark (GIST_SPOT_FAMILIES), parsed once."""
+        return np.array([family_of(q) in GIST_SPOT_FAMILIES for q in self.questions], dtype=bool)
+
     def other_sign(self, i: int):
         """The box of another detail question's region in sample i's scene (None if there is none):
         a reading view shows it beside the asked-about one, so the question has to pick."""
@@ -116,7 +121,8 @@ def _concat(parts: list[TrainData]) -> TrainData:
 
 def sample_indices(data: TrainData, phase: PhaseConfig, step: int, cfg: TrainConfig) -> np.ndarray:
     """The global batch of `step`, drawn without replacement; `phase.detail_share` reweights the
-    draw so that share of the batch (in expectation) is fine-detail questions."""
+    draw so that share of the batch (in expectation) is fine-detail questions, and `phase.spot_share`
+    (when set) so that share is questions about the landmark."""
     rng = np.random.default_rng([cfg.seed, step])
     if phase.detail_share is None:
         return rng.choice(len(data), size=cfg.batch_size, replace=False)
@@ -125,6 +131,11 @@ def sample_indices(data: TrainData, phase: PhaseConfig, step: int, cfg: TrainCon
     if n_detail in (0, len(data)):
         return rng.choice(len(data), size=cfg.batch_size, replace=False)
     p = np.where(detail, phase.detail_share / n_detail, (1 - phase.detail_share) / (len(data) - n_detail))
+    spot = data.spot_family & ~detail
+    if phase.spot_share is not None and 0 < spot.sum() < len(data) - n_detail:
+        rest = ~detail & ~spot
+        p = np.where(spot, phase.spot_share / spot.sum(), p)
+        p = np.where(rest, (1 - phase.detail_share - phase.spot_share) / rest.sum(), p)
     k = min(cfg.batch_size, int((p > 0).sum()))
     return rng.choice(len(data), size=k, replace=False, p=p / p.sum())
 
