@@ -131,11 +131,12 @@ def sample_indices(data: TrainData, phase: PhaseConfig, step: int, cfg: TrainCon
     if n_detail in (0, len(data)):
         return rng.choice(len(data), size=cfg.batch_size, replace=False)
     p = np.where(detail, phase.detail_share / n_detail, (1 - phase.detail_share) / (len(data) - n_detail))
-    spot = data.spot_family & ~detail
-    if phase.spot_share is not None and 0 < spot.sum() < len(data) - n_detail:
+    if phase.spot_share is not None:
+        spot = data.spot_family & ~detail
         rest = ~detail & ~spot
-        p = np.where(spot, phase.spot_share / spot.sum(), p)
-        p = np.where(rest, (1 - phase.detail_share - phase.spot_share) / rest.sum(), p)
+        if spot.any() and rest.any():
+            p = np.where(spot, phase.spot_share / spot.sum(), p)
+            p = np.where(rest, (1 - phase.detail_share - phase.spot_share) / rest.sum(), p)
     k = min(cfg.batch_size, int((p > 0).sum()))
     return rng.choice(len(data), size=k, replace=False, p=p / p.sum())
 
