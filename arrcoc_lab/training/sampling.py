@@ -46,6 +46,11 @@ class TrainData:
         return out
 
     @functools.cached_property
+    def is_detail(self) -> np.ndarray:
+        """Per sample: a fine-detail question (sample_indices reads it every step)."""
+        return np.array([d == "detail" for d in self.difficulty], dtype=bool)
+
+    @functools.cached_property
     def spot_family(self) -> np.ndarray:
         """Per sample: a question about the landmark (GIST_SPOT_FAMILIES), parsed once."""
         return np.array([family_of(q) in GIST_SPOT_FAMILIES for q in self.questions], dtype=bool)
@@ -126,7 +131,7 @@ def sample_indices(data: TrainData, phase: PhaseConfig, step: int, cfg: TrainCon
     rng = np.random.default_rng([cfg.seed, step])
     if phase.detail_share is None:
         return rng.choice(len(data), size=cfg.batch_size, replace=False)
-    detail = np.array([d == "detail" for d in data.difficulty])
+    detail = data.is_detail
     n_detail = int(detail.sum())
     if n_detail in (0, len(data)):
         return rng.choice(len(data), size=cfg.batch_size, replace=False)
