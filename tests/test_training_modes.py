@@ -210,6 +210,25 @@ def test_spot_share_draws_that_share_of_landmark_questions(tiny):
         get_phase("phase0", detail_share=0.5, segments=((5, {"spot_share": 0.4}), (9, {"detail_share": 0.7})))
 
 
+def test_count_share_draws_that_share_of_counting_questions(tiny):
+    """count_share: that share of each batch (in expectation) is counting questions, beside
+    spot_share's landmark questions and the detail share; the three must fit in one batch."""
+    pipe, data, cfg = tiny
+    big = dataclasses.replace(cfg, batch_size=6)  # of the 24 samples, 4 count the signs, 8 detail
+    share = lambda ph, which: np.mean([which[i] for s in range(40) for i in sample_indices(data, ph, s, big)])
+    detail = np.array([d == "detail" for d in data.difficulty])
+    assert data.count_family.sum() == 4 and not (data.count_family & (detail | data.spot_family)).any()
+    plain = get_phase("phase0", steps=10, detail_share=0.25, spot_share=0.25, segments=())
+    ph = dataclasses.replace(plain, count_share=0.45)
+    assert share(plain, data.count_family) < 0.32 < share(ph, data.count_family)
+    assert abs(share(ph, detail) - share(plain, detail)) < 0.1
+    assert abs(share(ph, data.spot_family) - share(plain, data.spot_family)) < 0.1
+    with pytest.raises(InputError, match="count_share"):
+        get_phase("phase0", detail_share=0.5, spot_share=0.25, count_share=0.3)
+    with pytest.raises(InputError, match="count_share"):
+        get_phase("phase0", count_share=0.1, detail_share=None)
+
+
 def test_segments_change_the_batches_from_their_step_on(tiny):
     """Phase 0's schedule: a segment changes how batches are drawn from its step on, and only that."""
     pipe, data, cfg = tiny
@@ -230,6 +249,7 @@ def test_segments_change_the_batches_from_their_step_on(tiny):
     assert [shipped.at(s).reading_jitter for s in (2999, 3000)] == [1.0, 0.0] and shipped.at(3000).reading_top_share == 0.2
     assert [(shipped.at(s).spot_share, shipped.at(s).gist_jitter) for s in (2999, 3000)] == [(None, 1.0), (0.25, 0.0)]
     assert [shipped.at(s).question_states for s in (3199, 3200)] == [0.0, 1.0]
+    assert [(shipped.at(s).detail_share, shipped.at(s).count_share) for s in (3699, 3700)] == [(0.55, None), (0.5, 0.15)]
     cont, end = get_phase("phase0b"), shipped.at(shipped.steps)  # phase 0's last batches, a learning rate of its own
     assert all(getattr(cont, f) == getattr(end, f) for f in SEGMENT_FIELDS if f != "reading_top_until")
     assert (cont.trainable, cont.lr_scale, cont.losses, cont.segments) == (shipped.trainable, shipped.lr_scale, shipped.losses, ())

@@ -53,6 +53,10 @@ class PhaseConfig:
     # sampling.GIST_SPOT_FAMILIES), the rest of the gist share from the others; None = as in the data.
     # Needs detail_share. Phase 0's ~11 a step did not learn the landmark in 700 steps (RUN.md)
     spot_share: float | None = None
+    # fraction of each batch drawn from the counting questions (SceneBench's signs, DocSynth's table
+    # rows; sampling.COUNT_FAMILIES), the gist rest from the others; None = as in the data. Needs
+    # detail_share. ~5 a step in phase 0 stayed at the prior; 32 a step alone learned it (RUN.md, "Session 17")
+    count_share: float | None = None
     high_res_steps: float = 0.0  # mixed allocation: share of steps whose targeted detail samples get their target at full resolution
     full_steps: float = 0.03  # mixed allocation: share of steps with every cell at the top level (the `full` policy's view; ~30x a normal step's cost)
     # reading views (mixed allocation): on this share of steps every detail sample sees its sign's
@@ -95,6 +99,11 @@ class PhaseConfig:
         if self.spot_share is not None and (self.detail_share is None or not 0.0 <= self.spot_share <= 1.0 - self.detail_share):
             raise InputError(f"phase {self.name}: spot_share needs detail_share and must be in [0, 1 - detail_share], "
                              f"got {self.spot_share} with detail_share {self.detail_share}")
+        if self.count_share is not None and (self.detail_share is None or not 0.0 <= self.count_share
+                                             <= 1.0 - self.detail_share - (self.spot_share or 0.0)):
+            raise InputError(f"phase {self.name}: count_share needs detail_share and must be in [0, 1 - detail_share "
+                             f"- spot_share], got {self.count_share} with detail_share {self.detail_share} and "
+                             f"spot_share {self.spot_share}")
         if not 0.0 <= self.high_res_steps <= 1.0:
             raise InputError(f"phase {self.name}: high_res_steps must be in [0, 1], got {self.high_res_steps}")
         for name in ("reading_steps", "reading_top_until", "reading_top_share", "reading_jitter", "gist_jitter", "question_states",
@@ -133,7 +142,7 @@ class PhaseConfig:
 
 
 # what a segment may change: how batches are drawn, never the optimisation itself
-SEGMENT_FIELDS = ("detail_share", "spot_share", "high_res_steps", "full_steps", "reading_steps", "reading_top_until", "reading_level",
+SEGMENT_FIELDS = ("detail_share", "spot_share", "count_share", "high_res_steps", "full_steps", "reading_steps", "reading_top_until", "reading_level",
                   "reading_top_share", "reading_jitter", "gist_jitter", "question_states", "question_dropout", "rephrase",
                   "micro_batches")
 
@@ -171,12 +180,16 @@ PHASE0 = PhaseConfig("phase0", tuple(s for s in DOWNSTREAM if s != "clip"), {"an
                      # (runs/ was gone: the same batches to step 3,000) and goes to those settings directly at
                      # step 3,000: level 2 at the spot (80 % of reading steps), a quarter of each batch landmark
                      # and city questions with the landmark at the spot (spot_share, new), 55 % fine detail; the
-                     # MiniLM question states from 3,200 (a quarter of the byte prompts lose their question)
+                     # MiniLM question states from 3,200 (a quarter of the byte prompts lose their question).
+                     # Session 17: at step 3,400 the count question was at its prior (exact 40 %; ~5 a step), where
+                     # 500 count-only steps of 32 from those weights reached 84 % (RUN.md): from 3,700 a
+                     # sixth of each batch counts (count_share, new), fine detail at half
                      segments=((2000, {"reading_top_until": 0.5, "detail_share": 0.9, "reading_steps": 0.95}),
                                (2400, {"reading_jitter": 0.25}), (2600, {"reading_jitter": 1.0}),
                                (3000, {"reading_jitter": 0.0, "reading_top_share": 0.2, "detail_share": 0.55,
                                        "spot_share": 0.25, "gist_jitter": 0.0}),
-                               (3200, {"question_states": 1.0})),
+                               (3200, {"question_states": 1.0}),
+                               (3700, {"detail_share": 0.5, "count_share": 0.15})),
                      description="downstream pre-training on randomised allocations and reading views")
 
 

@@ -21,6 +21,7 @@ from .phases import PhaseConfig
 
 TIER_OF = {"gist": 0, "detail": 2}  # tier label per difficulty: fast / accurate
 GIST_SPOT_FAMILIES = ("landmark", "city")  # gist questions about one region, the landmark (PhaseConfig.gist_jitter)
+COUNT_FAMILIES = ("count", "table_rows")  # gist questions that count things (PhaseConfig.count_share)
 
 
 @dataclass
@@ -54,6 +55,11 @@ class TrainData:
     def spot_family(self) -> np.ndarray:
         """Per sample: a question about the landmark (GIST_SPOT_FAMILIES), parsed once."""
         return np.array([family_of(q) in GIST_SPOT_FAMILIES for q in self.questions], dtype=bool)
+
+    @functools.cached_property
+    def count_family(self) -> np.ndarray:
+        """Per sample: a counting question (COUNT_FAMILIES), parsed once."""
+        return np.array([family_of(q) in COUNT_FAMILIES for q in self.questions], dtype=bool)
 
     def other_sign(self, i: int):
         """The box of another detail question's region in sample i's scene (None if there is none):
@@ -126,8 +132,9 @@ def _concat(parts: list[TrainData]) -> TrainData:
 
 def sample_indices(data: TrainData, phase: PhaseConfig, step: int, cfg: TrainConfig) -> np.ndarray:
     """The global batch of `step`, drawn without replacement; `phase.detail_share` reweights the
-    draw so that share of the batch (in expectation) is fine-detail questions, and `phase.spot_share`
-    (when set) so that share is questions about the landmark."""
+    draw so that share of the batch (in expectation) is fine-detail questions, `phase.spot_share`
+    (when set) so that share is questions about the landmark, and `phase.count_share` (when set)
+    so that share is counting questions; the other gist questions share what is left."""
     rng = np.random.default_rng([cfg.seed, step])
     if phase.detail_share is None:
         return rng.choice(len(data), size=cfg.batch_size, replace=False)
@@ -136,12 +143,14 @@ def sample_indices(data: TrainData, phase: PhaseConfig, step: int, cfg: TrainCon
     if n_detail in (0, len(data)):
         return rng.choice(len(data), size=cfg.batch_size, replace=False)
     p = np.where(detail, phase.detail_share / n_detail, (1 - phase.detail_share) / (len(data) - n_detail))
-    if phase.spot_share is not None:
-        spot = data.spot_family & ~detail
-        rest = ~detail & ~spot
-        if spot.any() and rest.any():
-            p = np.where(spot, phase.spot_share / spot.sum(), p)
-            p = np.where(rest, (1 - phase.detail_share - phase.spot_share) / rest.sum(), p)
+    groups = [(getattr(data, mask) & ~detail, share) for mask, share in
+              (("spot_family", phase.spot_share), ("count_family", phase.count_share)) if share is not None]
+    groups = [(mask, share) for mask, share in groups if mask.any()]
+    rest = ~detail & ~np.logical_or.reduce([mask for mask, _ in groups] + [np.zeros_like(detail)])
+    if groups and rest.any():  # (with no other gist question left the draw stays as detail_share has it)
+        for mask, share in groups:
+            p = np.where(mask, share / mask.sum(), p)
+        p = np.where(rest, (1 - phase.detail_share - sum(share for _, share in groups)) / rest.sum(), p)
     k = min(cfg.batch_size, int((p > 0).sum()))
     return rng.choice(len(data), size=k, replace=False, p=p / p.sum())
 

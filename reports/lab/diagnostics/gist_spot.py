@@ -2,7 +2,9 @@
 region sits at one place, as reading did? From a phase-0 checkpoint, landmark and city questions
 (the same six-way choice: each landmark kind stands for a city) at the uniform 64-token view.
 
-usage: gist_spot.py CKPT STEPS LR JITTER [SCENES] [ALLOC]
+usage: gist_spot.py CKPT STEPS LR JITTER [SCENES] [ALLOC] [FAMILIES]
+FAMILIES: comma-separated gist families trained and held out (default landmark,city; session 17:
+count, which asks about the whole image, so JITTER 1).
 Each training scene is rolled (sampling.roll_to_reading_spot) so the landmark's centre lands
 within ±JITTER · half the image of the reading spot (0: always there; 1: where the scene has it).
 Batch 32, constant LR after 20 warm-up steps, CLIP frozen and the adapter at 1/10 as in phase 0.
@@ -27,11 +29,14 @@ from arrcoc_lab.training.step import TrainStep, param_groups, set_trainable
 ck, steps, lr, jitter = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 scenes = int(sys.argv[5]) if len(sys.argv) > 5 else 3000
 alloc = sys.argv[6] if len(sys.argv) > 6 else "uniform"
+families = tuple(sys.argv[7].split(",")) if len(sys.argv) > 7 else ("landmark", "city")
+if jitter < 1 and not set(families) <= {"landmark", "city"}:
+    sys.exit("JITTER < 1 rolls the landmark to the spot: only for landmark and city questions")
 torch.manual_seed(0)
 m = load_pipeline("lab", weights=ck).model; g = m.geometry
 cfg = TrainConfig(data=f"scenebench:train@{scenes}", batch_size=32, progress=False)
 data = load_train_data(m, cfg)
-idx = np.array([i for i, q in enumerate(data.questions) if family_of(q) in ("landmark", "city")])
+idx = np.array([i for i, q in enumerate(data.questions) if family_of(q) in families])
 held, train = idx[-256:], idx[:-256]
 ph = get_phase("uniform_ft", steps=steps, lr=lr, rephrase=0.0, lr_scale={"adapter": 0.1}, allocation=alloc,
                trainable=tuple(s for s in get_phase("phase0").trainable))
