@@ -229,6 +229,32 @@ def test_count_share_draws_that_share_of_counting_questions(tiny):
         get_phase("phase0", count_share=0.1, detail_share=None)
 
 
+def test_gist_weight_weighs_gist_answers_and_keeps_the_loss_scale(tiny):
+    """gist_weight: a gist sample's answer loss counts that many detail samples'; the weights average 1
+    over the global batch (so processes and chunks add up), and weight 1 is the plain mean."""
+    pipe, data, cfg = tiny
+    ph = get_phase("phase0", steps=10, detail_share=0.5, gist_weight=3.0, segments=())
+    whole = make_batch(data, pipe.model, ph, 2, cfg, 0, 1, "cpu")
+    w, detail = whole["answer_weight"], whole["detail"]
+    assert detail.any() and (~detail).any()
+    assert torch.allclose(w[~detail], 3 * w[detail][0]) and torch.allclose(w[detail], w[detail][0])
+    assert torch.isclose(w.mean(), torch.tensor(1.0))
+    halves = [make_batch(data, pipe.model, ph, 2, cfg, r, 2, "cpu")["answer_weight"] for r in (0, 1)]
+    assert torch.allclose(torch.cat(halves).sort().values, w.sort().values)  # the global batch's normalisation
+    assert "answer_weight" not in make_batch(data, pipe.model, dataclasses.replace(ph, gist_weight=1.0), 2, cfg, 0, 1, "cpu")
+    m = pipe.model.eval()
+    with torch.no_grad():
+        plain = TrainStep(m, ph)({k: v for k, v in whole.items() if k != "answer_weight"})
+        weighted = TrainStep(m, ph)(whole)
+    per_detail, per_gist = plain["_answer_detail"], plain["_answer_gist"]
+    n_d, n_g = int(detail.sum()), int((~detail).sum())
+    expected = (n_d * per_detail + 3 * n_g * per_gist) / (n_d + 3 * n_g)
+    assert torch.isclose(weighted["answer"], expected, rtol=1e-4)
+    assert torch.isclose(plain["answer"], (n_d * per_detail + n_g * per_gist) / (n_d + n_g), rtol=1e-4)
+    with pytest.raises(InputError, match="gist_weight"):
+        get_phase("phase0", gist_weight=0.0)
+
+
 def test_segments_change_the_batches_from_their_step_on(tiny):
     """Phase 0's schedule: a segment changes how batches are drawn from its step on, and only that."""
     pipe, data, cfg = tiny
@@ -250,6 +276,7 @@ def test_segments_change_the_batches_from_their_step_on(tiny):
     assert [(shipped.at(s).spot_share, shipped.at(s).gist_jitter) for s in (2999, 3000)] == [(None, 1.0), (0.25, 0.0)]
     assert [shipped.at(s).question_states for s in (3199, 3200)] == [0.0, 1.0]
     assert [(shipped.at(s).detail_share, shipped.at(s).count_share) for s in (3699, 3700)] == [(0.55, None), (0.5, 0.15)]
+    assert [shipped.at(s).gist_weight for s in (3799, 3800)] == [1.0, 2.0]
     cont, end = get_phase("phase0b"), shipped.at(shipped.steps)  # phase 0's last batches, a learning rate of its own
     assert all(getattr(cont, f) == getattr(end, f) for f in SEGMENT_FIELDS if f != "reading_top_until")
     assert (cont.trainable, cont.lr_scale, cont.losses, cont.segments) == (shipped.trainable, shipped.lr_scale, shipped.losses, ())

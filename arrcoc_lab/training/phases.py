@@ -57,6 +57,11 @@ class PhaseConfig:
     # rows; sampling.COUNT_FAMILIES), the gist rest from the others; None = as in the data. Needs
     # detail_share. ~5 a step in phase 0 stayed at the prior; 32 a step alone learned it (RUN.md, "Session 17")
     count_share: float | None = None
+    # the answer loss of each gist (not fine-detail) sample counts this many times a detail sample's,
+    # the batch's weighted mean kept at the scale of the plain one: in expectation like drawing gist
+    # questions that much more often, without taking detail samples out of the batch. In phase 0's
+    # mix a gist family stayed at its prior where the same questions alone were learned (RUN.md, "Session 17")
+    gist_weight: float = 1.0
     high_res_steps: float = 0.0  # mixed allocation: share of steps whose targeted detail samples get their target at full resolution
     full_steps: float = 0.03  # mixed allocation: share of steps with every cell at the top level (the `full` policy's view; ~30x a normal step's cost)
     # reading views (mixed allocation): on this share of steps every detail sample sees its sign's
@@ -110,6 +115,8 @@ class PhaseConfig:
                      "question_dropout", "full_steps", "rephrase"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"phase {self.name}: {name} must be in [0, 1], got {getattr(self, name)}")
+        if not self.gist_weight > 0:
+            raise InputError(f"phase {self.name}: gist_weight must be > 0, got {self.gist_weight}")
         if self.micro_batches < 1:
             raise InputError(f"phase {self.name}: micro_batches must be ≥ 1, got {self.micro_batches}")
         if self.budget_floor < 0:
@@ -141,8 +148,9 @@ class PhaseConfig:
         return out
 
 
-# what a segment may change: how batches are drawn, never the optimisation itself
-SEGMENT_FIELDS = ("detail_share", "spot_share", "count_share", "high_res_steps", "full_steps", "reading_steps", "reading_top_until", "reading_level",
+# what a segment may change: how batches are drawn (and gist_weight, which in expectation is a draw),
+# never the optimisation itself
+SEGMENT_FIELDS = ("detail_share", "spot_share", "count_share", "gist_weight", "high_res_steps", "full_steps", "reading_steps", "reading_top_until", "reading_level",
                   "reading_top_share", "reading_jitter", "gist_jitter", "question_states", "question_dropout", "rephrase",
                   "micro_batches")
 
@@ -183,13 +191,15 @@ PHASE0 = PhaseConfig("phase0", tuple(s for s in DOWNSTREAM if s != "clip"), {"an
                      # MiniLM question states from 3,200 (a quarter of the byte prompts lose their question).
                      # Session 17: at step 3,400 the count question was at its prior (exact 40 %; ~5 a step), where
                      # 500 count-only steps of 32 from those weights reached 84 % (RUN.md): from 3,700 a
-                     # sixth of each batch counts (count_share, new), fine detail at half
+                     # sixth of each batch counts (count_share, new), fine detail at half. The landmark at the spot
+                     # was still unused at 3,400 (~16 a step for 400 steps; alone, 32 a step learned it in 150): from
+                     # 3,800 each gist answer weighs twice a detail answer (gist_weight, new)
                      segments=((2000, {"reading_top_until": 0.5, "detail_share": 0.9, "reading_steps": 0.95}),
                                (2400, {"reading_jitter": 0.25}), (2600, {"reading_jitter": 1.0}),
                                (3000, {"reading_jitter": 0.0, "reading_top_share": 0.2, "detail_share": 0.55,
                                        "spot_share": 0.25, "gist_jitter": 0.0}),
                                (3200, {"question_states": 1.0}),
-                               (3700, {"detail_share": 0.5, "count_share": 0.15})),
+                               (3700, {"detail_share": 0.5, "count_share": 0.15}), (3800, {"gist_weight": 2.0})),
                      description="downstream pre-training on randomised allocations and reading views")
 
 

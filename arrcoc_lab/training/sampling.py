@@ -187,6 +187,9 @@ def make_batch(data: TrainData, model, phase: PhaseConfig, step: int, cfg: Train
         "target_cells": target_cells(boxes, g, data.image_hw).to(device),
         "noise_seeds": [int(s) for s in np.random.default_rng([cfg.seed, step, 1]).integers(0, 2**31, cfg.batch_size)[rank::world]],
     }
+    if phase.gist_weight != 1:  # normalised by the global batch's mean weight: chunks and processes add up
+        weight = np.where(data.is_detail[idx], 1.0, phase.gist_weight)  # (global B,)
+        batch["answer_weight"] = torch.tensor(weight[rank::world] / weight.mean(), dtype=torch.float32, device=device)
     if phase.allocation in ("mixed", "model"):
         batch["budgets"], batch["utility"] = mixed_allocation(
             batch["target_cells"], g, cfg.seed, step, rank, world, cfg.batch_size,

@@ -65,7 +65,9 @@ class TrainStep(nn.Module):
             out.update(allocation_losses(a.level_logits, a.level_weights, m.geometry, ph))
         if "answer" in ph.losses:
             per = res.answer_loss.per_sample
-            out["answer"], out["_pred"] = per.mean(), res.answer_loss.predictions
+            weight = batch.get("answer_weight")  # PhaseConfig.gist_weight: mean 1 over the global batch
+            out["answer"] = per.mean() if weight is None else (per * weight.to(per.dtype)).mean()
+            out["_pred"] = res.answer_loss.predictions
             if "detail" in batch:  # logged apart: gist questions dominate the mean and hide whether text is read
                 for name, sel in (("detail", batch["detail"]), ("gist", ~batch["detail"])):
                     if sel.any():
