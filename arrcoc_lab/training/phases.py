@@ -193,13 +193,16 @@ PHASE0 = PhaseConfig("phase0", tuple(s for s in DOWNSTREAM if s != "clip"), {"an
                      # 500 count-only steps of 32 from those weights reached 84 % (RUN.md): from 3,700 a
                      # sixth of each batch counts (count_share, new), fine detail at half. The landmark at the spot
                      # was still unused at 3,400 (~16 a step for 400 steps; alone, 32 a step learned it in 150): from
-                     # 3,800 each gist answer weighs twice a detail answer (gist_weight, new)
+                     # 3,800 each gist answer weighs twice a detail answer (gist_weight, new). At 4,000 level 2 was
+                     # used at the spot (own / other 0.991 / 2.035, as top-level signs at 2,300), so the sign moves as
+                     # it did then: within ±4 patches of the spot from 4,200, where its scene has it from 4,400
                      segments=((2000, {"reading_top_until": 0.5, "detail_share": 0.9, "reading_steps": 0.95}),
                                (2400, {"reading_jitter": 0.25}), (2600, {"reading_jitter": 1.0}),
                                (3000, {"reading_jitter": 0.0, "reading_top_share": 0.2, "detail_share": 0.55,
                                        "spot_share": 0.25, "gist_jitter": 0.0}),
                                (3200, {"question_states": 1.0}),
-                               (3700, {"detail_share": 0.5, "count_share": 0.15}), (3800, {"gist_weight": 2.0})),
+                               (3700, {"detail_share": 0.5, "count_share": 0.15}), (3800, {"gist_weight": 2.0}),
+                               (4200, {"reading_jitter": 0.25}), (4400, {"reading_jitter": 1.0})),
                      description="downstream pre-training on randomised allocations and reading views")
 
 
