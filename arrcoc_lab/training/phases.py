@@ -198,7 +198,9 @@ PHASE0 = PhaseConfig("phase0", tuple(s for s in DOWNSTREAM if s != "clip"), {"an
                      # it did then: within ±4 patches of the spot from 4,200, where its scene has it from 4,400.
                      # At 4,400 the landmark at the spot was used (0.223 / 0.268, exact 41 %; where the scene has
                      # it 18 %) and count barely (0.357 / 0.365, 38 %): the landmark moves as the signs did (±4
-                     # patches from 4,600, anywhere from 4,900), and counting takes a fifth of each batch
+                     # patches from 4,600, anywhere from 4,900), and counting takes a fifth of each batch. At 4,800
+                     # the landmark was unused within ±4 patches (0.261 / 0.262) and fading at the spot (0.245 /
+                     # 0.254): it stays within ±4 patches (the move to anywhere dropped) into phase0b's fresh rate
                      segments=((2000, {"reading_top_until": 0.5, "detail_share": 0.9, "reading_steps": 0.95}),
                                (2400, {"reading_jitter": 0.25}), (2600, {"reading_jitter": 1.0}),
                                (3000, {"reading_jitter": 0.0, "reading_top_share": 0.2, "detail_share": 0.55,
@@ -206,8 +208,7 @@ PHASE0 = PhaseConfig("phase0", tuple(s for s in DOWNSTREAM if s != "clip"), {"an
                                (3200, {"question_states": 1.0}),
                                (3700, {"detail_share": 0.5, "count_share": 0.15}), (3800, {"gist_weight": 2.0}),
                                (4200, {"reading_jitter": 0.25}), (4400, {"reading_jitter": 1.0}),
-                               (4600, {"gist_jitter": 0.25, "spot_share": 0.2, "count_share": 0.2}),
-                               (4900, {"gist_jitter": 1.0})),
+                               (4600, {"gist_jitter": 0.25, "spot_share": 0.2, "count_share": 0.2})),
                      description="downstream pre-training on randomised allocations and reading views")
 
 
