@@ -281,7 +281,8 @@ def test_segments_change_the_batches_from_their_step_on(tiny):
     assert [(shipped.at(s).gist_jitter, shipped.at(s).count_share) for s in (4599, 4600, 5999)] == [(0.0, 0.15), (0.25, 0.2), (0.25, 0.2)]
     cont, end = get_phase("phase0b"), shipped.at(shipped.steps)  # phase 0's last batches, a learning rate of its own
     assert all(getattr(cont, f) == getattr(end, f) for f in SEGMENT_FIELDS if f != "reading_top_until")
-    assert (cont.trainable, cont.lr_scale, cont.losses, cont.segments) == (shipped.trainable, shipped.lr_scale, shipped.losses, ())
+    assert (cont.trainable, cont.lr_scale, cont.losses) == (shipped.trainable, shipped.lr_scale, shipped.losses)
+    assert [cont.at(s).gist_jitter for s in (1299, 1300)] == [end.gist_jitter, 1.0]  # its own, from session 17
     assert cont.reading_top_until == 0.0 and cont.lr < shipped.lr and cont.warmup > shipped.warmup
     two = get_phase("phase0", segments=((100, {"reading_jitter": 0.5}), (200, {"question_states": 1.0})))
     assert [two.at(s).reading_jitter for s in (99, 100, 300)] == [0.0, 0.5, 0.5]  # a later segment keeps what an

@@ -223,7 +223,10 @@ PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     # phase 0 went on at its learning rate's tail (10^-4 by step 4,600 of 6,000) while level 2 and
     # the landmark, which started late, were still being learned (RUN.md, "Session 15"): the same
     # modules and batches as phase 0 ends with, a warm-up and a cosine of their own from 5 x 10^-4
+    # session 17: at its step 1,100 the landmark was used within ±4 patches of the spot and about as
+    # much where the scene has it (exact 30 / 31 %), so from 1,300 it stays where its scene has it
     continued(PHASE0, "phase0b", lr=5e-4, warmup=100, steps=3000, reading_top_until=0.0,
+              segments=((1300, {"gist_jitter": 1.0}),),
               description="downstream pre-training continued: phase 0's last batches, a fresh learning-rate schedule"),
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
                 lr=2e-3, steps=300, detail_share=0.5, rephrase=0.5,
