@@ -416,6 +416,35 @@ def test_micro_batches_give_the_whole_batchs_gradient(tiny):
     m.requires_grad_(False)
 
 
+def test_full_share_puts_that_share_at_the_full_view_in_a_chunk_of_their_own(tiny):
+    """full_share: on reading steps that share of the samples (drawn over the global batch, so the
+    same for any number of processes) has every cell at the top level; split_by_tokens gives them
+    the last chunk alone and still makes `n` chunks, whether a process has any or not."""
+    from arrcoc_lab.training.sampling import split_by_tokens
+
+    pipe, data, cfg = tiny
+    g = pipe.model.geometry
+    ph = get_phase("phase0", steps=10, reading_steps=1.0, full_steps=0.0, full_share=0.5, micro_batches=3, segments=())
+    is_full = lambda b: (b["levels"] == g.max_level_index).flatten(1).all(1)  # (B,)
+    flags = []
+    for step in range(8):
+        whole = make_batch(data, pipe.model, ph, step, cfg, 0, 1, "cpu")
+        full = is_full(whole)
+        flags += full.tolist()
+        halves = [is_full(make_batch(data, pipe.model, ph, step, cfg, r, 2, "cpu")) for r in (0, 1)]
+        assert torch.equal(halves[0], full[0::2]) and torch.equal(halves[1], full[1::2])
+        chunks = split_by_tokens(whole, 3, g)
+        assert len(chunks) == 3 and sum(len(c["questions"]) for c in chunks) == len(whole["questions"])
+        if full.any() and (~full).sum() >= 2:
+            assert is_full(chunks[-1]).all() and len(chunks[-1]["questions"]) == int(full.sum())
+            assert not any(is_full(c).any() for c in chunks[:-1])
+    assert 0.25 < np.mean(flags) < 0.75
+    plain = make_batch(data, pipe.model, dataclasses.replace(ph, full_share=0.0), 0, cfg, 0, 1, "cpu")
+    assert not is_full(plain).any()
+    with pytest.raises(InputError, match="full_share"):
+        get_phase("phase0", full_share=1.5)
+
+
 def test_merged_chunks_keep_every_logged_term():
     from arrcoc_lab.training.loop import _merge
 

@@ -64,6 +64,11 @@ class PhaseConfig:
     gist_weight: float = 1.0
     high_res_steps: float = 0.0  # mixed allocation: share of steps whose targeted detail samples get their target at full resolution
     full_steps: float = 0.03  # mixed allocation: share of steps with every cell at the top level (the `full` policy's view; ~30x a normal step's cost)
+    # reading steps: this share of the samples at the `full` policy's view (every cell at the top
+    # level, 1,024 lab tokens), in a micro-batch of their own so the rest pad as before. A downstream
+    # that read 50 % of signs at the top level in reading views read 1 % in full views, 17 % after
+    # 100 steps of 16 full views (reports/lab/RUN.md, "Session 18")
+    full_share: float = 0.0
     # reading views (mixed allocation): on this share of steps every detail sample sees its sign's
     # cells (and, half the time, another sign of the scene, so the question must pick one) at a
     # reading level and every other cell at the minimum — ~80-150 tokens instead of a full image's
@@ -112,7 +117,7 @@ class PhaseConfig:
         if not 0.0 <= self.high_res_steps <= 1.0:
             raise InputError(f"phase {self.name}: high_res_steps must be in [0, 1], got {self.high_res_steps}")
         for name in ("reading_steps", "reading_top_until", "reading_top_share", "reading_jitter", "gist_jitter", "question_states",
-                     "question_dropout", "full_steps", "rephrase"):
+                     "question_dropout", "full_steps", "full_share", "rephrase"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"phase {self.name}: {name} must be in [0, 1], got {getattr(self, name)}")
         if not self.gist_weight > 0:
@@ -150,7 +155,7 @@ class PhaseConfig:
 
 # what a segment may change: how batches are drawn (and gist_weight, which in expectation is a draw),
 # never the optimisation itself
-SEGMENT_FIELDS = ("detail_share", "spot_share", "count_share", "gist_weight", "high_res_steps", "full_steps", "reading_steps", "reading_top_until", "reading_level",
+SEGMENT_FIELDS = ("detail_share", "spot_share", "count_share", "gist_weight", "high_res_steps", "full_steps", "full_share", "reading_steps", "reading_top_until", "reading_level",
                   "reading_top_share", "reading_jitter", "gist_jitter", "question_states", "question_dropout", "rephrase",
                   "micro_batches")
 

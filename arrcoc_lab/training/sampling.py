@@ -198,6 +198,9 @@ def make_batch(data: TrainData, model, phase: PhaseConfig, step: int, cfg: Train
         others = target_cells(others, g, data.image_hw).to(device)
         batch["levels"] = reading_views(batch, others, g, model.allocator.cfg.utility_exponent,
                                         reading_view_level(phase, step, cfg.seed, g), cfg.seed, step, rank, world)
+        if phase.full_share:  # drawn over the global batch: the same samples for any number of processes
+            full = np.random.default_rng([cfg.seed, step, 12]).random(cfg.batch_size)[rank::world] < phase.full_share
+            batch["levels"][torch.from_numpy(full)] = g.max_level_index  # (B, Hc, Wc): every cell at the top
     states = np.ones(len(mine), dtype=bool)
     if phase.question_states < 1:
         states = np.random.default_rng([cfg.seed, step, 10]).random(cfg.batch_size)[rank::world] < phase.question_states
@@ -247,12 +250,19 @@ def roll_to_reading_spot(features: torch.Tensor, pixels: torch.Tensor, boxes: li
 def split_by_tokens(batch: dict, n: int, g) -> list[dict]:
     """A reading step's batch cut into `n` chunks of similar token counts (sorted): each chunk pads
     only to its own longest sample, and the loop accumulates their gradients, so the step's gradient
-    is the whole batch's. Batches without given levels stay whole."""
+    is the whole batch's. Samples at the full view (PhaseConfig.full_share) make the last chunk on
+    their own, so no other sample pads to 1,024 tokens; the count stays `n` whether a process has
+    any or not (each chunk's backward synchronises the processes). Batches without given levels stay whole."""
     if n <= 1 or "levels" not in batch:
         return [batch]
     tokens = torch.tensor(g.levels)[batch["levels"]].flatten(1).sum(1)  # (B,)
     order = torch.argsort(tokens, stable=True)
-    return [take(batch, part.tolist()) for part in order.chunk(n) if len(part)]
+    full = tokens[order] == g.max_tokens
+    if full.any() and (~full).sum() >= n - 1:  # tensor_split: exactly n - 1 parts, none empty
+        parts = list(torch.tensor_split(order[~full], n - 1)) + [order[full]]
+    else:
+        parts = list(order.chunk(n))
+    return [take(batch, part.tolist()) for part in parts if len(part)]
 
 
 def take(batch: dict, idx: list[int]) -> dict:
