@@ -17,10 +17,11 @@ STAMP := $(VENV)/.installed
 LAB_DATA ?= scenebench:train@12000+docsynth:train@2000
 LAB_STEPS_PHASE0 ?= 6000
 LAB_STEPS_PHASE0B ?= 3000
+LAB_STEPS_PHASE0C ?= 3000
 LAB_STEPS_PHASE1A ?= 600
 LAB_STEPS ?= 150
 LAB_DEVICE ?= cpu
-# phase 0's (and 0b's) global batch (cut into token-sorted micro-batches on reading steps)
+# phase 0's (and 0b's, 0c's) global batch (cut into token-sorted micro-batches on reading steps)
 LAB_BATCH_PHASE0 ?= 64
 LAB_RUN := $(PY) -m arrcoc_lab run-phase
 LAB_COMMON = -p data "$(LAB_DATA)" -p device $(LAB_DEVICE)
@@ -31,7 +32,9 @@ runs/lab/phase0/model.safetensors: | $(STAMP)
 	$(LAB_RUN) phase0 $(LAB_COMMON) -p steps $(LAB_STEPS_PHASE0) -p batch_size $(LAB_BATCH_PHASE0)
 runs/lab/phase0b/model.safetensors: runs/lab/phase0/model.safetensors
 	$(LAB_RUN) phase0b $(LAB_COMMON) -p steps $(LAB_STEPS_PHASE0B) -p batch_size $(LAB_BATCH_PHASE0) -p init_from $<
-runs/lab/phase1a/model.safetensors: runs/lab/phase0b/model.safetensors
+runs/lab/phase0c/model.safetensors: runs/lab/phase0b/model.safetensors
+	$(LAB_RUN) phase0c $(LAB_COMMON) -p steps $(LAB_STEPS_PHASE0C) -p batch_size $(LAB_BATCH_PHASE0) -p init_from $<
+runs/lab/phase1a/model.safetensors: runs/lab/phase0c/model.safetensors
 	$(LAB_RUN) phase1a $(LAB_COMMON) -p steps $(LAB_STEPS_PHASE1A) -p init_from $<
 runs/lab/phase1/model.safetensors: runs/lab/phase1a/model.safetensors
 	$(LAB_RUN) phase1 $(LAB_COMMON) -p steps $(LAB_STEPS) -p init_from $<

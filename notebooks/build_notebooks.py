@@ -29,6 +29,11 @@ PHASES = {
                                "Phase 0 as it ends (the same modules, reading views and gist questions), with a "
                                "warm-up and a cosine learning rate of its own: level 2 and the landmark start late "
                                "in phase 0, when its learning rate is nearly spent (reports/lab/RUN.md)."),
+    "10c_phase0c_downstream": ("phase0c", 3000, "Phase 0c — downstream pre-training: level 2 and full views",
+                               "Phase 0b as it ends, with a few samples of each reading step at the `full` "
+                               "policy's view (every cell at the top level) and more fine detail, under a "
+                               "learning rate of its own: phase 0b read half of the signs at the top level in "
+                               "reading views but almost none in full views (reports/lab/RUN.md, \"Session 18\")."),
     "11_phase1a_allocator_pretrain": ("phase1a", 600, "Phase 1-A — allocator pre-training on region labels",
                                       "The relevance analyzer learns which cells hold the question's target region "
                                       "(binary cross-entropy per cell) and the tier classifier learns gist → fast, "

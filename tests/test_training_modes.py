@@ -284,6 +284,10 @@ def test_segments_change_the_batches_from_their_step_on(tiny):
     assert (cont.trainable, cont.lr_scale, cont.losses) == (shipped.trainable, shipped.lr_scale, shipped.losses)
     assert [cont.at(s).gist_jitter for s in (1299, 1300)] == [end.gist_jitter, 1.0]  # its own, from session 17
     assert cont.reading_top_until == 0.0 and cont.lr < shipped.lr and cont.warmup > shipped.warmup
+    third, end_b = get_phase("phase0c"), cont.at(cont.steps)  # session 18: full views, more fine detail
+    assert (third.full_share, third.full_steps, third.detail_share, third.count_share) == (0.05, 0.0, 0.55, 0.1)
+    assert third.gist_jitter == end_b.gist_jitter == 1.0 and third.spot_share == end_b.spot_share and not third.segments
+    assert third.lr < cont.lr and (third.trainable, third.lr_scale) == (cont.trainable, cont.lr_scale)
     two = get_phase("phase0", segments=((100, {"reading_jitter": 0.5}), (200, {"question_states": 1.0})))
     assert [two.at(s).reading_jitter for s in (99, 100, 300)] == [0.0, 0.5, 0.5]  # a later segment keeps what an
     assert [two.at(s).question_states for s in (199, 200)] == [0.0, 1.0]           # earlier one set

@@ -223,16 +223,27 @@ def continued(phase: PhaseConfig, name: str, **changes) -> PhaseConfig:
     return replace(phase.at(phase.steps), name=name, **changes)
 
 
+# phase 0 went on at its learning rate's tail (10^-4 by step 4,600 of 6,000) while level 2 and
+# the landmark, which started late, were still being learned (RUN.md, "Session 15"): the same
+# modules and batches as phase 0 ends with, a warm-up and a cosine of their own from 5 x 10^-4
+# session 17: at its step 1,100 the landmark was used within ±4 patches of the spot and about as
+# much where the scene has it (exact 30 / 31 %), so from 1,300 it stays where its scene has it
+PHASE0B = continued(PHASE0, "phase0b", lr=5e-4, warmup=100, steps=3000, reading_top_until=0.0,
+                    segments=((1300, {"gist_jitter": 1.0}),),
+                    description="downstream pre-training continued: phase 0's last batches, a fresh learning-rate schedule")
+# session 18: phase 0b ended reading 50 % of held-out signs at the top level and 17 % at level 2 in
+# reading views and counting 84 %, but 1 % of signs in full views (every cell at the top level),
+# where 100 steps of 16 full views reached 17 % (RUN.md, "Session 18"). So a few samples of each
+# reading step at the full view (full_share, new, ~3 of 64) in place of whole full steps (full_steps:
+# a whole batch at 1,024 tokens, ~30x a step's cost), and more fine detail now that count is learned
+PHASE0C = continued(PHASE0B, "phase0c", lr=4e-4, warmup=100, steps=3000, full_steps=0.0, full_share=0.05,
+                    detail_share=0.55, count_share=0.1, segments=(),
+                    description="downstream pre-training continued: level 2 and full views")
+
 PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PHASE0,
-    # phase 0 went on at its learning rate's tail (10^-4 by step 4,600 of 6,000) while level 2 and
-    # the landmark, which started late, were still being learned (RUN.md, "Session 15"): the same
-    # modules and batches as phase 0 ends with, a warm-up and a cosine of their own from 5 x 10^-4
-    # session 17: at its step 1,100 the landmark was used within ±4 patches of the spot and about as
-    # much where the scene has it (exact 30 / 31 %), so from 1,300 it stays where its scene has it
-    continued(PHASE0, "phase0b", lr=5e-4, warmup=100, steps=3000, reading_top_until=0.0,
-              segments=((1300, {"gist_jitter": 1.0}),),
-              description="downstream pre-training continued: phase 0's last batches, a fresh learning-rate schedule"),
+    PHASE0B,
+    PHASE0C,
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
                 lr=2e-3, steps=300, detail_share=0.5, rephrase=0.5,
                 description="allocator pre-training on region labels and tiers"),
