@@ -435,8 +435,9 @@ def test_full_share_puts_that_share_at_the_full_view_in_a_chunk_of_their_own(tin
         whole = make_batch(data, pipe.model, ph, step, cfg, 0, 1, "cpu")
         full = is_full(whole)
         flags += full.tolist()
-        halves = [is_full(make_batch(data, pipe.model, ph, step, cfg, r, 2, "cpu")) for r in (0, 1)]
-        assert torch.equal(halves[0], full[0::2]) and torch.equal(halves[1], full[1::2])
+        halves = [make_batch(data, pipe.model, ph, step, cfg, r, 2, "cpu") for r in (0, 1)]
+        assert torch.equal(is_full(halves[0]), full[0::2]) and torch.equal(is_full(halves[1]), full[1::2])
+        assert [len(split_by_tokens(h, 3, g)) for h in halves] == [3, 3]  # each backward syncs: equal counts
         chunks = split_by_tokens(whole, 3, g)
         assert len(chunks) == 3 and sum(len(c["questions"]) for c in chunks) == len(whole["questions"])
         if full.any() and (~full).sum() >= 2:

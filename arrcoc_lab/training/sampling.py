@@ -258,10 +258,11 @@ def split_by_tokens(batch: dict, n: int, g) -> list[dict]:
     tokens = torch.tensor(g.levels)[batch["levels"]].flatten(1).sum(1)  # (B,)
     order = torch.argsort(tokens, stable=True)
     full = tokens[order] == g.max_tokens
-    if full.any() and (~full).sum() >= n - 1:  # tensor_split: exactly n - 1 parts, none empty
+    # tensor_split makes exactly the parts asked for (chunk may make fewer), none empty while B ≥ n
+    if full.any() and (~full).sum() >= n - 1:
         parts = list(torch.tensor_split(order[~full], n - 1)) + [order[full]]
     else:
-        parts = list(order.chunk(n))
+        parts = list(torch.tensor_split(order, n))
     return [take(batch, part.tolist()) for part in parts if len(part)]
 
 
