@@ -28,19 +28,30 @@ LAB_COMMON = -p data "$(LAB_DATA)" -p device $(LAB_DEVICE)
 
 train-lab: runs/lab/benchmark.done
 
+# A finished phase that make reruns (an earlier phase changed) starts afresh: its old run folder,
+# whose checkpoints another init made, moves to runs/lab/<phase>.prev. An unfinished one (no
+# model.safetensors yet) stays, and the phase resumes from its last checkpoint.
+fresh = @if [ -f runs/lab/$(1)/model.safetensors ]; then rm -rf runs/lab/$(1).prev && mv runs/lab/$(1) runs/lab/$(1).prev; fi
+
 runs/lab/phase0/model.safetensors: | $(STAMP)
 	$(LAB_RUN) phase0 $(LAB_COMMON) -p steps $(LAB_STEPS_PHASE0) -p batch_size $(LAB_BATCH_PHASE0)
 runs/lab/phase0b/model.safetensors: runs/lab/phase0/model.safetensors
+	$(call fresh,phase0b)
 	$(LAB_RUN) phase0b $(LAB_COMMON) -p steps $(LAB_STEPS_PHASE0B) -p batch_size $(LAB_BATCH_PHASE0) -p init_from $<
 runs/lab/phase0c/model.safetensors: runs/lab/phase0b/model.safetensors
+	$(call fresh,phase0c)
 	$(LAB_RUN) phase0c $(LAB_COMMON) -p steps $(LAB_STEPS_PHASE0C) -p batch_size $(LAB_BATCH_PHASE0) -p init_from $<
 runs/lab/phase1a/model.safetensors: runs/lab/phase0c/model.safetensors
+	$(call fresh,phase1a)
 	$(LAB_RUN) phase1a $(LAB_COMMON) -p steps $(LAB_STEPS_PHASE1A) -p init_from $<
 runs/lab/phase1/model.safetensors: runs/lab/phase1a/model.safetensors
+	$(call fresh,phase1)
 	$(LAB_RUN) phase1 $(LAB_COMMON) -p steps $(LAB_STEPS) -p init_from $<
 runs/lab/phase2/model.safetensors: runs/lab/phase1/model.safetensors
+	$(call fresh,phase2)
 	$(LAB_RUN) phase2 $(LAB_COMMON) -p steps $(LAB_STEPS) -p init_from $<
 runs/lab/phase3/model.safetensors: runs/lab/phase2/model.safetensors
+	$(call fresh,phase3)
 	$(LAB_RUN) phase3 $(LAB_COMMON) -p steps $(LAB_STEPS) -p init_from $<
 # export writes the shipped folder (weights, config.json, model card); once evaluated, the card gets its table
 runs/lab/export.done: runs/lab/phase3/model.safetensors
@@ -49,6 +60,7 @@ runs/lab/export.done: runs/lab/phase3/model.safetensors
 	$(PY) -m arrcoc_lab export $< --evaluation reports/lab/evaluation/metrics.json
 	touch $@
 runs/lab/uniform_ft/model.safetensors: runs/lab/export.done
+	$(call fresh,uniform_ft)
 	$(PY) -m arrcoc_lab train --phase uniform_ft --init-from arrcoc_lab/weights/lab/model.safetensors \
 		--out runs/lab/uniform_ft --steps 200 --data "$(LAB_DATA)"
 runs/lab/benchmark.done: runs/lab/uniform_ft/model.safetensors
