@@ -1,5 +1,6 @@
 """Reading probe (arrcoc_lab/evaluation/reading_probe.py) and the reader's greedy decoding: a reader learns to
 spell text that its window shows, fails on windows that hold none, and bad input fails clearly."""
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -62,6 +63,10 @@ def test_llm_reader_is_asked_each_signs_question():
     assert asked.heldout_exact > 0.8 > unasked.heldout_exact
     with pytest.raises(InputError, match="questions"):
         reading_accuracy(x, texts, steps=1, reader="llm", llm=TINY_LLM, questions=questions[:3])
+    # a model trained with the question through its query encoder still gets a fresh byte-prompt reader
+    querying = reading_accuracy(x, texts, steps=1, reader="llm", llm=replace(TINY_LLM, question_embedding=True),
+                                questions=questions)
+    assert 0 <= querying.heldout_exact <= 1
     with pytest.raises(InputError, match="unknown reader"):
         reading_accuracy(x, texts, steps=1, reader="ocr")
 
