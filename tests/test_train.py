@@ -64,7 +64,8 @@ def test_losses_fall_when_training_on_one_batch(lab_data, tmp_path):
     """From the seeded init, where the relevance loss has room to fall (the shipped analyzer is trained)."""
     from arrcoc_lab import load_pipeline
 
-    _, _, cfg = lab_data
+    _, _, shared = lab_data
+    cfg = TrainConfig(**{**shared.__dict__, "cache_dir": str(tmp_path / "cache")})  # not the shared fixture's cache
     pipe = load_pipeline("lab", weights="random")
     data = load_train_data(pipe.model, cfg)
     one = TrainConfig(**{**cfg.__dict__, "batch_size": 6})  # every step the same 6 questions of one scene
