@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -65,10 +66,10 @@ def test_losses_fall_when_training_on_one_batch(lab_data, tmp_path):
     from arrcoc_lab import load_pipeline
 
     _, _, shared = lab_data
-    cfg = TrainConfig(**{**shared.__dict__, "cache_dir": str(tmp_path / "cache")})  # not the shared fixture's cache
+    # every step the same 6 questions of one scene; a cache of its own, not the shared fixture's
+    one = replace(shared, batch_size=6, cache_dir=str(tmp_path / "cache"))
     pipe = load_pipeline("lab", weights="random")
-    data = load_train_data(pipe.model, cfg)
-    one = TrainConfig(**{**cfg.__dict__, "batch_size": 6})  # every step the same 6 questions of one scene
+    data = load_train_data(pipe.model, one)
     data1 = type(data)(data.scenes, data.questions[:6], data.answers[:6], data.boxes[:6], data.difficulty[:6],
                        data.scene_index[:6], data.image_hw)
     result = run_phase(pipe.model, data1, get_phase("phase1a", steps=12, warmup=1), one, tmp_path, resume=False)

@@ -111,7 +111,7 @@ class _LLMReader(_Reader):
 
     def __init__(self, channels: int, side: int, llm: LLMConfig, stride: int = 1):
         nn.Module.__init__(self)
-        llm = _byte_prompt(llm)
+        llm = replace(llm, question_embedding=False)  # no query encoder here: the question comes from the byte prompt
         self.lm = LanguageModel(llm, *build_llm(llm))
         self._embed(channels, side, self.lm.hidden_size, stride)
 
@@ -223,12 +223,6 @@ def reading_scaling(model, data, counts: list[int], heldout: int = 1800, steps: 
     return [reading_accuracy(torch.cat([x[:n], x[test]]), texts[:n] + texts[test], steps=steps, stage=stage,
                              n_train=n, eval_every=eval_every, reader=reader, questions=questions[:n] + questions[test],
                              llm=model.llm.cfg, stride=stride) for n in counts]
-
-
-def _byte_prompt(cfg: LLMConfig) -> LLMConfig:
-    """The model's LLM configuration for a fresh reader, which has no query encoder: it reads the
-    question from the byte prompt alone (question_embedding off), whatever the model was trained with."""
-    return replace(cfg, question_embedding=False)
 
 
 def probe_reading(model, data, stages: tuple[str, ...] = ("sam",), reference: bool = True, steps: int = 1500,
