@@ -34,6 +34,11 @@ PHASES = {
                                "policy's view (every cell at the top level) and more fine detail, under a "
                                "learning rate of its own: phase 0b read half of the signs at the top level in "
                                "reading views but almost none in full views (reports/lab/RUN.md, \"Session 18\")."),
+    "10d_phase0d_downstream": ("phase0d", 1500, "Phase 0d — downstream pre-training: more fine detail",
+                               "Phase 0c as it ends, with more of each batch fine-detail questions (the level-2 "
+                               "signs that 64 tokens give) and less counting, under a learning rate of its own: "
+                               "phase 0c still lowered the fine-detail loss at its end (reports/lab/RUN.md, "
+                               "\"Session 20\")."),
     "11_phase1a_allocator_pretrain": ("phase1a", 600, "Phase 1-A — allocator pre-training on region labels",
                                       "The relevance analyzer learns which cells hold the question's target region "
                                       "(binary cross-entropy per cell) and the tier classifier learns gist → fast, "

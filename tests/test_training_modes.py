@@ -288,6 +288,10 @@ def test_segments_change_the_batches_from_their_step_on(tiny):
     assert (third.full_share, third.full_steps, third.detail_share, third.count_share) == (0.05, 0.0, 0.55, 0.1)
     assert third.gist_jitter == end_b.gist_jitter == 1.0 and third.spot_share == end_b.spot_share and not third.segments
     assert third.lr < cont.lr and (third.trainable, third.lr_scale) == (cont.trainable, cont.lr_scale)
+    fourth, end_c = get_phase("phase0d"), third.at(third.steps)  # session 20: more fine detail, less counting
+    assert (fourth.detail_share, fourth.count_share) == (0.65, 0.05) and fourth.detail_share > end_c.detail_share
+    assert all(getattr(fourth, f) == getattr(end_c, f) for f in SEGMENT_FIELDS if f not in ("detail_share", "count_share"))
+    assert (fourth.trainable, fourth.lr_scale, fourth.losses) == (third.trainable, third.lr_scale, third.losses)
     two = get_phase("phase0", segments=((100, {"reading_jitter": 0.5}), (200, {"question_states": 1.0})))
     assert [two.at(s).reading_jitter for s in (99, 100, 300)] == [0.0, 0.5, 0.5]  # a later segment keeps what an
     assert [two.at(s).question_states for s in (199, 200)] == [0.0, 1.0]           # earlier one set

@@ -24,6 +24,7 @@ NOTEBOOK_FILES = {  # run-phase name → notebook (notebooks/build_notebooks.py 
     "phase0": "10_phase0_downstream.ipynb",
     "phase0b": "10b_phase0b_downstream.ipynb",
     "phase0c": "10c_phase0c_downstream.ipynb",
+    "phase0d": "10d_phase0d_downstream.ipynb",
     "phase1a": "11_phase1a_allocator_pretrain.ipynb",
     "phase1": "12_phase1_allocator_adapter.ipynb",
     "phase2": "13_phase2_clip_adapter.ipynb",

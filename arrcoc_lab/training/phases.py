@@ -239,11 +239,19 @@ PHASE0B = continued(PHASE0, "phase0b", lr=5e-4, warmup=100, steps=3000, reading_
 PHASE0C = continued(PHASE0B, "phase0c", lr=4e-4, warmup=100, steps=3000, full_steps=0.0, full_share=0.05,
                     detail_share=0.55, count_share=0.1, segments=(),
                     description="downstream pre-training continued: level 2 and full views")
+# session 20: phase 0c from session 18's shipped weights (1,500 steps) still lowered the fine-detail
+# loss at its end (0.69 -> 0.44), reading level 2 in 20 % of val reading views and the top level in 55 %
+# (RUN.md, "Session 19"); the landmark and city losses had flattened. So phase 0c's batches go on
+# under a learning rate of their own, with more of each batch fine detail (the level-2 signs that
+# 64 tokens give) and less counting (86 % on val)
+PHASE0D = continued(PHASE0C, "phase0d", lr=4e-4, warmup=50, steps=1500, detail_share=0.65, count_share=0.05,
+                    description="downstream pre-training continued: more fine detail")
 
 PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PHASE0,
     PHASE0B,
     PHASE0C,
+    PHASE0D,
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
                 lr=2e-3, steps=300, detail_share=0.5, rephrase=0.5,
                 description="allocator pre-training on region labels and tiers"),
