@@ -19,13 +19,17 @@ LAB_STEPS_PHASE0 ?= 6000
 LAB_STEPS_PHASE0B ?= 3000
 LAB_STEPS_PHASE0C ?= 3000
 LAB_STEPS_PHASE0D ?= 1500
+LAB_STEPS_PHASE0E ?= 2500
 LAB_STEPS_PHASE1A ?= 600
 # what phase0c starts from: phase0b's weights; or, when runs/ is lost, earlier shipped weights
 # (session 19 started it from session 18's, with 1,500 steps: reports/lab/RUN.md)
 LAB_PHASE0C_INIT ?= runs/lab/phase0b/model.safetensors
+# what phase0e starts from: phase0d's weights; when runs/ is lost, the shipped weights of session 20
+# (their downstream is phase0d's; reports/lab/RUN.md says how)
+LAB_PHASE0E_INIT ?= runs/lab/phase0d/model.safetensors
 LAB_STEPS ?= 150
 LAB_DEVICE ?= cpu
-# phase 0's (and 0b's, 0c's, 0d's) global batch (cut into token-sorted micro-batches on reading steps)
+# phase 0's (and 0b's to 0e's) global batch (cut into token-sorted micro-batches on reading steps)
 LAB_BATCH_PHASE0 ?= 64
 LAB_RUN := $(PY) -m arrcoc_lab run-phase
 LAB_COMMON = -p data "$(LAB_DATA)" -p device $(LAB_DEVICE)
@@ -48,7 +52,10 @@ runs/lab/phase0c/model.safetensors: $(LAB_PHASE0C_INIT)
 runs/lab/phase0d/model.safetensors: runs/lab/phase0c/model.safetensors
 	$(call fresh,phase0d)
 	$(LAB_RUN) phase0d $(LAB_COMMON) -p steps $(LAB_STEPS_PHASE0D) -p batch_size $(LAB_BATCH_PHASE0) -p init_from $<
-runs/lab/phase1a/model.safetensors: runs/lab/phase0d/model.safetensors
+runs/lab/phase0e/model.safetensors: $(LAB_PHASE0E_INIT)
+	$(call fresh,phase0e)
+	$(LAB_RUN) phase0e $(LAB_COMMON) -p steps $(LAB_STEPS_PHASE0E) -p batch_size $(LAB_BATCH_PHASE0) -p init_from $<
+runs/lab/phase1a/model.safetensors: runs/lab/phase0e/model.safetensors
 	$(call fresh,phase1a)
 	$(LAB_RUN) phase1a $(LAB_COMMON) -p steps $(LAB_STEPS_PHASE1A) -p init_from $<
 runs/lab/phase1/model.safetensors: runs/lab/phase1a/model.safetensors

@@ -39,6 +39,9 @@ PHASES = {
                                "signs that 64 tokens give) and less counting, under a learning rate of its own: "
                                "phase 0c still lowered the fine-detail loss at its end (reports/lab/RUN.md, "
                                "\"Session 20\")."),
+    "10e_phase0e_downstream": ("phase0e", 2500, "Phase 0e — downstream pre-training, longer",
+                               "Phase 0d's batches, longer, under a learning rate of their own: every reading "
+                               "check was still rising at phase 0d's end (reports/lab/RUN.md, \"Session 20\")."),
     "11_phase1a_allocator_pretrain": ("phase1a", 600, "Phase 1-A — allocator pre-training on region labels",
                                       "The relevance analyzer learns which cells hold the question's target region "
                                       "(binary cross-entropy per cell) and the tier classifier learns gist → fast, "

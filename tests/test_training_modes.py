@@ -292,6 +292,8 @@ def test_segments_change_the_batches_from_their_step_on(tiny):
     assert (fourth.detail_share, fourth.count_share) == (0.65, 0.05) and fourth.detail_share > end_c.detail_share
     assert all(getattr(fourth, f) == getattr(end_c, f) for f in SEGMENT_FIELDS if f not in ("detail_share", "count_share"))
     assert (fourth.trainable, fourth.lr_scale, fourth.losses) == (third.trainable, third.lr_scale, third.losses)
+    fifth = get_phase("phase0e")  # session 20: phase 0d's batches, longer
+    assert all(getattr(fifth, f) == getattr(fourth, f) for f in SEGMENT_FIELDS) and fifth.steps > fourth.steps
     two = get_phase("phase0", segments=((100, {"reading_jitter": 0.5}), (200, {"question_states": 1.0})))
     assert [two.at(s).reading_jitter for s in (99, 100, 300)] == [0.0, 0.5, 0.5]  # a later segment keeps what an
     assert [two.at(s).question_states for s in (199, 200)] == [0.0, 1.0]           # earlier one set

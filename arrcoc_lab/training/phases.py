@@ -246,12 +246,18 @@ PHASE0C = continued(PHASE0B, "phase0c", lr=4e-4, warmup=100, steps=3000, full_st
 # 64 tokens give) and less counting (86 % on val)
 PHASE0D = continued(PHASE0C, "phase0d", lr=4e-4, warmup=50, steps=1500, detail_share=0.65, count_share=0.05,
                     description="downstream pre-training continued: more fine detail")
+# session 20: phase 0d read level 2 in 31 % of val reading views (phase 0c 20 %), the top level in 59 %,
+# full views in 29 % and landmark and city in 54 % (38 %), all still rising (RUN.md, "Session 20"):
+# its batches go on under a learning rate of their own, longer (a run across sessions)
+PHASE0E = continued(PHASE0D, "phase0e", lr=4e-4, warmup=50, steps=2500,
+                    description="downstream pre-training continued: phase 0d's batches, longer")
 
 PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PHASE0,
     PHASE0B,
     PHASE0C,
     PHASE0D,
+    PHASE0E,
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
                 lr=2e-3, steps=300, detail_share=0.5, rephrase=0.5,
                 description="allocator pre-training on region labels and tiers"),
