@@ -40,33 +40,30 @@ train-lab: runs/lab/benchmark.done
 # whose checkpoints another init made, moves to runs/lab/<phase>.prev. An unfinished one (no
 # model.safetensors yet) stays, and the phase resumes from its last checkpoint.
 fresh = @if [ -f runs/lab/$(1)/model.safetensors ]; then rm -rf runs/lab/$(1).prev && mv runs/lab/$(1) runs/lab/$(1).prev; fi
+# a phase that starts from its prerequisite's weights: $(1) the phase, $(2) its other -p options
+define phase_from
+$(call fresh,$(1))
+$(LAB_RUN) $(1) $(LAB_COMMON) $(2) -p init_from $<
+endef
 
 runs/lab/phase0/model.safetensors: | $(STAMP)
 	$(LAB_RUN) phase0 $(LAB_COMMON) -p steps $(LAB_STEPS_PHASE0) -p batch_size $(LAB_BATCH_PHASE0)
 runs/lab/phase0b/model.safetensors: runs/lab/phase0/model.safetensors
-	$(call fresh,phase0b)
-	$(LAB_RUN) phase0b $(LAB_COMMON) -p steps $(LAB_STEPS_PHASE0B) -p batch_size $(LAB_BATCH_PHASE0) -p init_from $<
+	$(call phase_from,phase0b,-p steps $(LAB_STEPS_PHASE0B) -p batch_size $(LAB_BATCH_PHASE0))
 runs/lab/phase0c/model.safetensors: $(LAB_PHASE0C_INIT)
-	$(call fresh,phase0c)
-	$(LAB_RUN) phase0c $(LAB_COMMON) -p steps $(LAB_STEPS_PHASE0C) -p batch_size $(LAB_BATCH_PHASE0) -p init_from $<
+	$(call phase_from,phase0c,-p steps $(LAB_STEPS_PHASE0C) -p batch_size $(LAB_BATCH_PHASE0))
 runs/lab/phase0d/model.safetensors: runs/lab/phase0c/model.safetensors
-	$(call fresh,phase0d)
-	$(LAB_RUN) phase0d $(LAB_COMMON) -p steps $(LAB_STEPS_PHASE0D) -p batch_size $(LAB_BATCH_PHASE0) -p init_from $<
+	$(call phase_from,phase0d,-p steps $(LAB_STEPS_PHASE0D) -p batch_size $(LAB_BATCH_PHASE0))
 runs/lab/phase0e/model.safetensors: $(LAB_PHASE0E_INIT)
-	$(call fresh,phase0e)
-	$(LAB_RUN) phase0e $(LAB_COMMON) -p steps $(LAB_STEPS_PHASE0E) -p batch_size $(LAB_BATCH_PHASE0) -p init_from $<
+	$(call phase_from,phase0e,-p steps $(LAB_STEPS_PHASE0E) -p batch_size $(LAB_BATCH_PHASE0))
 runs/lab/phase1a/model.safetensors: runs/lab/phase0e/model.safetensors
-	$(call fresh,phase1a)
-	$(LAB_RUN) phase1a $(LAB_COMMON) -p steps $(LAB_STEPS_PHASE1A) -p init_from $<
+	$(call phase_from,phase1a,-p steps $(LAB_STEPS_PHASE1A))
 runs/lab/phase1/model.safetensors: runs/lab/phase1a/model.safetensors
-	$(call fresh,phase1)
-	$(LAB_RUN) phase1 $(LAB_COMMON) -p steps $(LAB_STEPS) -p init_from $<
+	$(call phase_from,phase1,-p steps $(LAB_STEPS))
 runs/lab/phase2/model.safetensors: runs/lab/phase1/model.safetensors
-	$(call fresh,phase2)
-	$(LAB_RUN) phase2 $(LAB_COMMON) -p steps $(LAB_STEPS) -p init_from $<
+	$(call phase_from,phase2,-p steps $(LAB_STEPS))
 runs/lab/phase3/model.safetensors: runs/lab/phase2/model.safetensors
-	$(call fresh,phase3)
-	$(LAB_RUN) phase3 $(LAB_COMMON) -p steps $(LAB_STEPS) -p init_from $<
+	$(call phase_from,phase3,-p steps $(LAB_STEPS))
 # The phase whose weights are shipped: phase 1a since session 19, as phases 1-3 (Gumbel allocator,
 # CLIP, end to end) lowered val fine detail from 15 % to 6 % and the downstream's reading of signs
 # (reports/lab/RUN.md, "Session 19"); `make train-lab LAB_LAST=phase3` runs and ships them.
