@@ -20,6 +20,7 @@ LAB_STEPS_PHASE0B ?= 3000
 LAB_STEPS_PHASE0C ?= 3000
 LAB_STEPS_PHASE0D ?= 1500
 LAB_STEPS_PHASE0E ?= 2500
+LAB_STEPS_PHASE0F ?= 3000
 LAB_STEPS_PHASE1A ?= 600
 # what phase0c starts from: phase0b's weights; or, when runs/ is lost, earlier shipped weights
 # (session 19 started it from session 18's, with 1,500 steps: reports/lab/RUN.md)
@@ -27,9 +28,12 @@ LAB_PHASE0C_INIT ?= runs/lab/phase0b/model.safetensors
 # what phase0e starts from: phase0d's weights; when runs/ is lost, the shipped weights of session 20
 # (their downstream is phase0d's; reports/lab/RUN.md says how)
 LAB_PHASE0E_INIT ?= runs/lab/phase0d/model.safetensors
+# what phase0f starts from: phase0e's weights; when runs/ is lost, the shipped weights of session 21
+# (their downstream is phase0e's; reports/lab/RUN.md says how)
+LAB_PHASE0F_INIT ?= runs/lab/phase0e/model.safetensors
 LAB_STEPS ?= 150
 LAB_DEVICE ?= cpu
-# phase 0's (and 0b's to 0e's) global batch (cut into token-sorted micro-batches on reading steps)
+# phase 0's (and 0b's to 0f's) global batch (cut into token-sorted micro-batches on reading steps)
 LAB_BATCH_PHASE0 ?= 64
 LAB_RUN := $(PY) -m arrcoc_lab run-phase
 LAB_COMMON = -p data "$(LAB_DATA)" -p device $(LAB_DEVICE)
@@ -56,7 +60,9 @@ runs/lab/phase0d/model.safetensors: runs/lab/phase0c/model.safetensors
 	$(call phase_from,phase0d,-p steps $(LAB_STEPS_PHASE0D) -p batch_size $(LAB_BATCH_PHASE0))
 runs/lab/phase0e/model.safetensors: $(LAB_PHASE0E_INIT)
 	$(call phase_from,phase0e,-p steps $(LAB_STEPS_PHASE0E) -p batch_size $(LAB_BATCH_PHASE0))
-runs/lab/phase1a/model.safetensors: runs/lab/phase0e/model.safetensors
+runs/lab/phase0f/model.safetensors: $(LAB_PHASE0F_INIT)
+	$(call phase_from,phase0f,-p steps $(LAB_STEPS_PHASE0F) -p batch_size $(LAB_BATCH_PHASE0))
+runs/lab/phase1a/model.safetensors: runs/lab/phase0f/model.safetensors
 	$(call phase_from,phase1a,-p steps $(LAB_STEPS_PHASE1A))
 runs/lab/phase1/model.safetensors: runs/lab/phase1a/model.safetensors
 	$(call phase_from,phase1,-p steps $(LAB_STEPS))

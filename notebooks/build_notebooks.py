@@ -42,6 +42,10 @@ PHASES = {
     "10e_phase0e_downstream": ("phase0e", 2500, "Phase 0e — downstream pre-training, longer",
                                "Phase 0d's batches, longer, under a learning rate of their own: every reading "
                                "check was still rising at phase 0d's end (reports/lab/RUN.md, \"Session 20\")."),
+    "10f_phase0f_downstream": ("phase0f", 3000, "Phase 0f — downstream pre-training: level 2 first",
+                               "Phase 0e's batches with nearly every reading view at level 2 (what 64 tokens give "
+                               "a sign) and fewer full views, which cost ~45 % of a step: about 40 level-2 signs a "
+                               "step instead of 30, in less time (reports/lab/RUN.md, \"Session 21\")."),
     "11_phase1a_allocator_pretrain": ("phase1a", 600, "Phase 1-A — allocator pre-training on region labels",
                                       "The relevance analyzer learns which cells hold the question's target region "
                                       "(binary cross-entropy per cell) and the tier classifier learns gist → fast, "

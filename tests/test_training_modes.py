@@ -294,6 +294,11 @@ def test_segments_change_the_batches_from_their_step_on(tiny):
     assert (fourth.trainable, fourth.lr_scale, fourth.losses) == (third.trainable, third.lr_scale, third.losses)
     fifth = get_phase("phase0e")  # session 20: phase 0d's batches, longer
     assert all(getattr(fifth, f) == getattr(fourth, f) for f in SEGMENT_FIELDS) and fifth.steps > fourth.steps
+    sixth = get_phase("phase0f")  # session 21: level 2 first, fewer full views
+    assert (sixth.reading_top_share, sixth.full_share, sixth.detail_share) == (0.05, 0.02, 0.7)
+    assert sixth.reading_top_share < fifth.reading_top_share and sixth.full_share < fifth.full_share
+    assert all(getattr(sixth, f) == getattr(fifth, f) for f in SEGMENT_FIELDS
+               if f not in ("reading_top_share", "full_share", "detail_share"))
     two = get_phase("phase0", segments=((100, {"reading_jitter": 0.5}), (200, {"question_states": 1.0})))
     assert [two.at(s).reading_jitter for s in (99, 100, 300)] == [0.0, 0.5, 0.5]  # a later segment keeps what an
     assert [two.at(s).question_states for s in (199, 200)] == [0.0, 1.0]           # earlier one set
