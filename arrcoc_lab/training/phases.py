@@ -251,10 +251,10 @@ PHASE0D = continued(PHASE0C, "phase0d", lr=4e-4, warmup=50, steps=1500, detail_s
 # its batches go on under a learning rate of their own, longer (a run across sessions)
 PHASE0E = continued(PHASE0D, "phase0e", lr=4e-4, warmup=50, steps=2500,
                     description="downstream pre-training continued: phase 0d's batches, longer")
-# session 21: 64 tokens give a sign level 2, and level-2 reading views gained 1.6 points in phase 0e's
-# first 1,000 steps, while the ~3 full views of each step took ~45 % of its time (RUN.md, "Session 21").
-# So nearly every reading view at level 2 and fewer full views: ~40 level-2 signs a step instead of
-# ~30, in about two thirds of the time
+# session 21: 64 tokens give a sign level 2, which limits detail at 64 (phase 0e read 43 % of val
+# level-2 reading views, 72 % at the top level), while the ~3 full views of each step took ~45 % of
+# its time (RUN.md, "Session 21"). So nearly every reading view at level 2 and fewer full views:
+# ~40 level-2 signs a step instead of ~30, at ~1.7 s a step instead of ~2.7-3.0
 PHASE0F = continued(PHASE0E, "phase0f", lr=4e-4, warmup=50, steps=3000, reading_top_share=0.05, full_share=0.02,
                     detail_share=0.7, description="downstream pre-training continued: level 2 first")
 
