@@ -254,7 +254,7 @@ PHASE0E = continued(PHASE0D, "phase0e", lr=4e-4, warmup=50, steps=2500,
 # session 21: 64 tokens give a sign level 2, which limits detail at 64 (phase 0e read 43 % of val
 # level-2 reading views, 72 % at the top level), while the ~3 full views of each step took ~45 % of
 # its time (RUN.md, "Session 21"). So nearly every reading view at level 2 and fewer full views:
-# ~40 level-2 signs a step instead of ~30, at ~1.7 s a step instead of ~2.7-3.0
+# ~40 level-2 signs a step instead of ~30, at ~1.7-2.0 s a step instead of ~2.7-3.0
 PHASE0F = continued(PHASE0E, "phase0f", lr=4e-4, warmup=50, steps=3000, reading_top_share=0.05, full_share=0.02,
                     detail_share=0.7, description="downstream pre-training continued: level 2 first")
 
