@@ -49,19 +49,21 @@ define phase_from
 $(call fresh,$(1))
 $(LAB_RUN) $(1) $(LAB_COMMON) $(2) -p init_from $<
 endef
+# a phase-0 continuation (phase0b to phase0f): $(1) the phase, $(2) its step count, at phase 0's batch
+phase0_from = $(call phase_from,$(1),-p steps $(2) -p batch_size $(LAB_BATCH_PHASE0))
 
 runs/lab/phase0/model.safetensors: | $(STAMP)
 	$(LAB_RUN) phase0 $(LAB_COMMON) -p steps $(LAB_STEPS_PHASE0) -p batch_size $(LAB_BATCH_PHASE0)
 runs/lab/phase0b/model.safetensors: runs/lab/phase0/model.safetensors
-	$(call phase_from,phase0b,-p steps $(LAB_STEPS_PHASE0B) -p batch_size $(LAB_BATCH_PHASE0))
+	$(call phase0_from,phase0b,$(LAB_STEPS_PHASE0B))
 runs/lab/phase0c/model.safetensors: $(LAB_PHASE0C_INIT)
-	$(call phase_from,phase0c,-p steps $(LAB_STEPS_PHASE0C) -p batch_size $(LAB_BATCH_PHASE0))
+	$(call phase0_from,phase0c,$(LAB_STEPS_PHASE0C))
 runs/lab/phase0d/model.safetensors: runs/lab/phase0c/model.safetensors
-	$(call phase_from,phase0d,-p steps $(LAB_STEPS_PHASE0D) -p batch_size $(LAB_BATCH_PHASE0))
+	$(call phase0_from,phase0d,$(LAB_STEPS_PHASE0D))
 runs/lab/phase0e/model.safetensors: $(LAB_PHASE0E_INIT)
-	$(call phase_from,phase0e,-p steps $(LAB_STEPS_PHASE0E) -p batch_size $(LAB_BATCH_PHASE0))
+	$(call phase0_from,phase0e,$(LAB_STEPS_PHASE0E))
 runs/lab/phase0f/model.safetensors: $(LAB_PHASE0F_INIT)
-	$(call phase_from,phase0f,-p steps $(LAB_STEPS_PHASE0F) -p batch_size $(LAB_BATCH_PHASE0))
+	$(call phase0_from,phase0f,$(LAB_STEPS_PHASE0F))
 runs/lab/phase1a/model.safetensors: runs/lab/phase0f/model.safetensors
 	$(call phase_from,phase1a,-p steps $(LAB_STEPS_PHASE1A))
 runs/lab/phase1/model.safetensors: runs/lab/phase1a/model.safetensors
