@@ -46,6 +46,10 @@ PHASES = {
                                "Phase 0e's batches with nearly every reading view at level 2 (what 64 tokens give "
                                "a sign) and fewer full views, which cost ~45 % of a step: about 40 level-2 signs a "
                                "step instead of 30, in less time (reports/lab/RUN.md, \"Session 21\")."),
+    "10g_phase0g_downstream": ("phase0g", 3000, "Phase 0g — downstream pre-training: level 2, longer",
+                               "Phase 0f's batches, longer, under a learning rate of their own: phase 0f raised "
+                               "level-2 reading of val signs from 43 to 60 % and it was still rising "
+                               "(reports/lab/RUN.md, \"Session 22\")."),
     "11_phase1a_allocator_pretrain": ("phase1a", 600, "Phase 1-A — allocator pre-training on region labels",
                                       "The relevance analyzer learns which cells hold the question's target region "
                                       "(binary cross-entropy per cell) and the tier classifier learns gist → fast, "

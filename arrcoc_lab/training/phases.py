@@ -257,6 +257,11 @@ PHASE0E = continued(PHASE0D, "phase0e", lr=4e-4, warmup=50, steps=2500,
 # ~40 level-2 signs a step instead of ~30, at ~1.7-2.0 s a step instead of ~2.7-3.0
 PHASE0F = continued(PHASE0E, "phase0f", lr=4e-4, warmup=50, steps=3000, reading_top_share=0.05, full_share=0.02,
                     detail_share=0.7, description="downstream pre-training continued: level 2 first")
+# session 22: phase 0f read level 2 in 60 % of val reading views (phase 0e 43 %), the top level in 73 %,
+# full views in 57 %, landmark and city in 66 % (59 %), count 92 % (RUN.md, "Session 22"): level 2
+# still rising fast, so its batches go on under a learning rate of their own (a run across sessions)
+PHASE0G = continued(PHASE0F, "phase0g", lr=4e-4, warmup=50, steps=3000,
+                    description="downstream pre-training continued: phase 0f's batches, longer")
 
 PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PHASE0,
@@ -265,6 +270,7 @@ PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PHASE0D,
     PHASE0E,
     PHASE0F,
+    PHASE0G,
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
                 lr=2e-3, steps=300, detail_share=0.5, rephrase=0.5,
                 description="allocator pre-training on region labels and tiers"),
