@@ -7,8 +7,12 @@ import torch.nn.functional as F
 from .phases import PhaseConfig
 
 
-def relevance_loss(cell_logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-sample BCE on cells, averaged over samples; samples without a region label add 0."""
+def relevance_loss(cell_logit: torch.Tensor, target: torch.Tensor, global_value: float | None = None) -> torch.Tensor:
+    """Per-sample BCE on cells, averaged over samples. A sample without a region label (its target
+    all NaN) adds 0, or with `global_value` takes that value as every cell's target."""
+    if global_value is not None:
+        unlabelled = torch.isnan(target).flatten(1).all(1)  # (B,)
+        target = torch.where(unlabelled[:, None, None], torch.full_like(target, global_value), target)
     valid = ~torch.isnan(target)
     bce = F.binary_cross_entropy_with_logits(cell_logit, torch.nan_to_num(target), reduction="none")
     per = (bce * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)

@@ -90,6 +90,12 @@ class PhaseConfig:
     # byte prompt alone): with the states from step 0 a fresh LLM did not start to use the image
     question_states: float = 1.0
     question_dropout: float = 0.0  # share of samples whose byte prompt omits the question (the LLM must use the query encoder's)
+    # relevance target of every cell for a question that names no region (target "global": count
+    # the signs, does the page have a chart): 1.0 makes the whole image relevant, so the solver spends
+    # the budget evenly as uniform does; None leaves such questions out of the relevance loss, and the
+    # analyzer then points them at whatever its detail questions taught it (count 79 % under arrcoc
+    # vs 91 % under uniform at 64 tokens, RUN.md "Session 23")
+    global_relevance: float | None = None
     rephrase: float = 0.0  # share of questions drawn in another phrasing of the training generator (data/phrasing.py)
     micro_batches: int = 1  # reading steps: chunks of similar token counts, gradients accumulated (padding costs less)
     # a schedule of what the batches hold: ((from_step, {field: value, …}), …) — from that step on,
@@ -272,17 +278,17 @@ PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PHASE0F,
     PHASE0G,
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
-                lr=2e-3, steps=300, detail_share=0.5, rephrase=0.5,
+                lr=2e-3, steps=300, detail_share=0.5, rephrase=0.5, global_relevance=1.0,
                 description="allocator pre-training on region labels and tiers"),
     PhaseConfig("phase1", ("relevance", "allocator", "adapter"),
                 {"answer": 1.0, "efficiency": 0.5, "diversity": 0.05, "relevance": 0.5}, allocation="gumbel",
-                lr=3e-4, steps=150, detail_share=0.5, budget_floor=2.0, rephrase=0.5,
+                lr=3e-4, steps=150, detail_share=0.5, budget_floor=2.0, rephrase=0.5, global_relevance=1.0,
                 description="allocator + adapter; CLIP and LLM frozen"),
     PhaseConfig("phase2", ("clip", "adapter", "compressor"), {"answer": 1.0, "consistency": 0.1}, allocation="model",
                 lr=3e-4, steps=150, detail_share=0.5, rephrase=0.5, description="adapt CLIP (and adapter); allocator frozen"),
     PhaseConfig("phase3", ("relevance", "allocator") + DOWNSTREAM,
                 {"answer": 1.0, "efficiency": 0.5, "relevance": 0.5}, allocation="gumbel", lr=1e-4, steps=150, detail_share=0.5,
-                budget_floor=2.0, rephrase=0.5, description="end to end, efficiency kept"),
+                budget_floor=2.0, rephrase=0.5, global_relevance=1.0, description="end to end, efficiency kept"),
     # not part of the curriculum: the uniform baseline's own downstream for the benchmark (issue 5),
     # the shipped downstream adapted to fixed 16x allocations for as many steps as phases 2 + 3
     # adapt it to arrcoc's, so each policy is also compared with a downstream tuned to it

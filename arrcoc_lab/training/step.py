@@ -55,7 +55,7 @@ class TrainStep(nn.Module):
                 stop_after="relevance" if ph.allocation == "none" else None)
         tr, out = res.trace, {}
         if "relevance" in ph.losses:
-            out["relevance"] = relevance_loss(tr.relevance.cell_logit, batch["target_cells"])
+            out["relevance"] = relevance_loss(tr.relevance.cell_logit, batch["target_cells"], ph.global_relevance)
         if "tier" in ph.losses:
             out["tier"] = F.cross_entropy(m.allocator.tier_classifier(tr.query.pooled, batch["features"]), batch["tiers"])
         if ph.allocation == "none":
