@@ -50,6 +50,10 @@ PHASES = {
                                "Phase 0f's batches, longer, under a learning rate of their own: phase 0f raised "
                                "level-2 reading of val signs from 43 to 60 % and it was still rising "
                                "(reports/lab/RUN.md, \"Session 22\")."),
+    "10h_phase0h_downstream": ("phase0h", 3000, "Phase 0h — downstream pre-training: full views and the top level",
+                               "Phase 0g's batches with ~6 full views a step (`full_share` 0.1) and 30 % of reading "
+                               "steps at the top level: after phase 0g the weights met every bar at 64 tokens but "
+                               "`full`'s, whose 1,024-token views were 2 % of the samples (reports/lab/RUN.md, \"Session 23\")."),
     "11_phase1a_allocator_pretrain": ("phase1a", 600, "Phase 1-A — allocator pre-training on region labels",
                                       "The relevance analyzer learns which cells hold the question's target region "
                                       "(binary cross-entropy per cell) and the tier classifier learns gist → fast, "

@@ -302,6 +302,10 @@ def test_segments_change_the_batches_from_their_step_on(tiny):
     seventh = get_phase("phase0g")  # session 22: phase 0f's batches, longer
     assert all(getattr(seventh, f) == getattr(sixth, f) for f in SEGMENT_FIELDS) and seventh.steps == sixth.steps
     assert (seventh.trainable, seventh.lr_scale, seventh.losses) == (sixth.trainable, sixth.lr_scale, sixth.losses)
+    eighth = get_phase("phase0h")  # session 23: more full views and top-level reading views
+    assert eighth.full_share > seventh.full_share and eighth.reading_top_share > seventh.reading_top_share
+    assert all(getattr(eighth, f) == getattr(seventh, f) for f in SEGMENT_FIELDS
+               if f not in ("reading_top_share", "full_share"))
     two = get_phase("phase0", segments=((100, {"reading_jitter": 0.5}), (200, {"question_states": 1.0})))
     assert [two.at(s).reading_jitter for s in (99, 100, 300)] == [0.0, 0.5, 0.5]  # a later segment keeps what an
     assert [two.at(s).question_states for s in (199, 200)] == [0.0, 1.0]           # earlier one set

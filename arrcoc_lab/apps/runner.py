@@ -28,6 +28,7 @@ NOTEBOOK_FILES = {  # run-phase name → notebook (notebooks/build_notebooks.py 
     "phase0e": "10e_phase0e_downstream.ipynb",
     "phase0f": "10f_phase0f_downstream.ipynb",
     "phase0g": "10g_phase0g_downstream.ipynb",
+    "phase0h": "10h_phase0h_downstream.ipynb",
     "phase1a": "11_phase1a_allocator_pretrain.ipynb",
     "phase1": "12_phase1_allocator_adapter.ipynb",
     "phase2": "13_phase2_clip_adapter.ipynb",

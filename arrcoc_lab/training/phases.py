@@ -268,6 +268,12 @@ PHASE0F = continued(PHASE0E, "phase0f", lr=4e-4, warmup=50, steps=3000, reading_
 # still rising fast, so its batches go on under a learning rate of their own (a run across sessions)
 PHASE0G = continued(PHASE0F, "phase0g", lr=4e-4, warmup=50, steps=3000,
                     description="downstream pre-training continued: phase 0f's batches, longer")
+# session 23: phase 0g -> phase 1a met every bar at 64 tokens but `full`'s (detail 57 %, gist 64 %
+# at 1,024 tokens, where the LLM sees 2 % of its samples; the top level of a reading view was read
+# in 73 % of val signs after phase 0f, 95 % of whose reading steps were at level 2). So more full
+# views (~6 a step, ~0.3 s each) and more top-level reading views, level 2 kept on most of them
+PHASE0H = continued(PHASE0G, "phase0h", lr=4e-4, warmup=50, steps=3000, full_share=0.1, reading_top_share=0.3,
+                    description="downstream pre-training continued: full views and the top level")
 
 PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PHASE0,
@@ -277,6 +283,7 @@ PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PHASE0E,
     PHASE0F,
     PHASE0G,
+    PHASE0H,
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
                 lr=2e-3, steps=300, detail_share=0.5, rephrase=0.5, global_relevance=1.0,
                 description="allocator pre-training on region labels and tiers"),
