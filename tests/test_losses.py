@@ -1,6 +1,8 @@
 """The relevance loss (training/losses.py): region-labelled samples against their cells, questions
-that name no region ("global") left out or, with `global_value`, taught a flat map; and the flat
-map's consequence the phases rely on: the solver then spends the budget evenly, as uniform does."""
+that name no region ("global") left out or, with `global_value`, the gist ones taught a flat map;
+the flat map's consequence the phases rely on (the solver then spends the budget evenly, as uniform
+does). That the training step marks its gist questions as the whole-image ones is in
+test_training_modes.py."""
 import math
 
 import numpy as np
@@ -40,6 +42,15 @@ def test_global_value_teaches_every_cell_that_value():
     assert torch.isnan(t[1]).all()  # the caller's targets are left as they were
 
 
+def test_only_whole_image_questions_take_the_flat_map():
+    """An unlabelled fine-detail question (real VQA: the answer lies somewhere unknown) is left out."""
+    logit = torch.randn(2, 4, 4)
+    t = torch.full((2, 4, 4), float("nan"))
+    got = relevance_loss(logit, t, 1.0, whole_image=torch.tensor([True, False]))
+    assert torch.allclose(got, F.binary_cross_entropy_with_logits(logit[0], torch.ones(4, 4)) / 2)
+    assert relevance_loss(logit, t, 1.0, whole_image=torch.tensor([False, False])).item() == 0.0
+
+
 def test_global_value_leaves_partially_labelled_maps_alone():
     logit = torch.randn(1, 4, 4)
     t = torch.full((1, 4, 4), float("nan"))
@@ -74,3 +85,4 @@ def test_the_allocator_phases_teach_global_questions_a_flat_map():
         assert get_phase(name).global_relevance == 1.0
     assert get_phase("phase0").global_relevance is None  # no relevance loss there
     assert math.isclose(get_phase("phase1a", global_relevance=0.5).global_relevance, 0.5)
+

@@ -44,6 +44,27 @@ def test_gumbel_phases_train_through_the_allocators_one_gumbel(tiny, monkeypatch
     pipe.model.zero_grad(set_to_none=True)
 
 
+def test_phase1a_teaches_unlabelled_gist_questions_a_flat_map(tiny, monkeypatch):
+    """The step hands the relevance loss its gist questions (count: no region) as whole-image ones,
+    and the loss then differs from leaving them out."""
+    import arrcoc_lab.training.step as step_mod
+    from arrcoc_lab.training.losses import relevance_loss
+    from arrcoc_lab.training.sampling import TIER_OF
+
+    pipe, data, cfg = tiny
+    seen = []
+    monkeypatch.setattr(step_mod, "relevance_loss", lambda *a, **k: seen.append((a, k)) or relevance_loss(*a, **k))
+    ph = get_phase("phase1a", steps=1)
+    batch = next(b for b in (make_batch(data, pipe.model, ph, s, cfg, 0, 1, "cpu") for s in range(20))
+                 if (torch.isnan(b["target_cells"]).flatten(1).all(1) & (b["tiers"] == TIER_OF["gist"])).any())
+    with torch.no_grad():
+        out = TrainStep(pipe.model, ph)(batch)
+    (logit, target, value), kw = seen[-1]
+    assert value == 1.0 and torch.equal(kw["whole_image"], batch["tiers"] == TIER_OF["gist"])
+    assert torch.allclose(out["relevance"], relevance_loss(logit, target, 1.0, kw["whole_image"]))
+    assert not torch.allclose(out["relevance"], relevance_loss(logit, target))
+
+
 def test_training_forward_is_the_inference_forward(tiny):
     """A phase-0 step's answer loss is the model forward's own, with the same levels."""
     pipe, data, cfg = tiny

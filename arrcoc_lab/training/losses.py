@@ -7,12 +7,18 @@ import torch.nn.functional as F
 from .phases import PhaseConfig
 
 
-def relevance_loss(cell_logit: torch.Tensor, target: torch.Tensor, global_value: float | None = None) -> torch.Tensor:
+def relevance_loss(cell_logit: torch.Tensor, target: torch.Tensor, global_value: float | None = None,
+                   whole_image: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample BCE on cells, averaged over samples. A sample without a region label (its target
-    all NaN) adds 0, or with `global_value` takes that value as every cell's target."""
+    all NaN) adds 0, or, with `global_value`, takes that value as every cell's target where
+    `whole_image` (B,) bool marks it as a question about the whole image (None: every such sample).
+    Unlabelled fine-detail questions (real VQA: the answer lies somewhere unknown) are not about the
+    whole image, so callers mark only gist ones."""
     if global_value is not None:
-        unlabelled = torch.isnan(target).flatten(1).all(1)  # (B,)
-        target = torch.where(unlabelled[:, None, None], torch.full_like(target, global_value), target)
+        flat = torch.isnan(target).flatten(1).all(1)  # (B,)
+        if whole_image is not None:
+            flat = flat & whole_image.to(flat.device)
+        target = torch.where(flat[:, None, None], torch.full_like(target, global_value), target)
     valid = ~torch.isnan(target)
     bce = F.binary_cross_entropy_with_logits(cell_logit, torch.nan_to_num(target), reduction="none")
     per = (bce * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)

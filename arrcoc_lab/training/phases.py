@@ -90,11 +90,12 @@ class PhaseConfig:
     # byte prompt alone): with the states from step 0 a fresh LLM did not start to use the image
     question_states: float = 1.0
     question_dropout: float = 0.0  # share of samples whose byte prompt omits the question (the LLM must use the query encoder's)
-    # relevance target of every cell for a question that names no region (target "global": count
-    # the signs, does the page have a chart): 1.0 makes the whole image relevant, so the solver spends
-    # the budget evenly as uniform does; None leaves such questions out of the relevance loss, and the
-    # analyzer then points them at whatever its detail questions taught it (count 79 % under arrcoc
-    # vs 91 % under uniform at 64 tokens, RUN.md "Session 23")
+    # relevance target of every cell for a gist question that names no region (target "global":
+    # count the signs, does the page have a chart): 1.0 makes the whole image relevant, so the solver
+    # spends the budget evenly as uniform does; None leaves such questions out of the relevance loss,
+    # and the analyzer then points them at whatever its detail questions taught it (count 79 % under
+    # arrcoc vs 91 % under uniform at 64 tokens, RUN.md "Session 23"). Unlabelled fine-detail
+    # questions (real VQA) stay out of the loss either way: their answer lies somewhere unknown
     global_relevance: float | None = None
     rephrase: float = 0.0  # share of questions drawn in another phrasing of the training generator (data/phrasing.py)
     micro_batches: int = 1  # reading steps: chunks of similar token counts, gradients accumulated (padding costs less)

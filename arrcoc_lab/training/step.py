@@ -19,6 +19,7 @@ from ..policies import OraclePolicy, get_policy
 from .losses import allocation_losses, consistency_loss, relevance_loss
 from .phases import PhaseConfig
 from .reader import ReaderConfig, RegionReader, region_tokens
+from .sampling import TIER_OF
 
 
 class TrainStep(nn.Module):
@@ -55,7 +56,8 @@ class TrainStep(nn.Module):
                 stop_after="relevance" if ph.allocation == "none" else None)
         tr, out = res.trace, {}
         if "relevance" in ph.losses:
-            out["relevance"] = relevance_loss(tr.relevance.cell_logit, batch["target_cells"], ph.global_relevance)
+            out["relevance"] = relevance_loss(tr.relevance.cell_logit, batch["target_cells"], ph.global_relevance,
+                                             whole_image=batch["tiers"] == TIER_OF["gist"])
         if "tier" in ph.losses:
             out["tier"] = F.cross_entropy(m.allocator.tier_classifier(tr.query.pooled, batch["features"]), batch["tiers"])
         if ph.allocation == "none":
