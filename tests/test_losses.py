@@ -85,4 +85,3 @@ def test_the_allocator_phases_teach_global_questions_a_flat_map():
         assert get_phase(name).global_relevance == 1.0
     assert get_phase("phase0").global_relevance is None  # no relevance loss there
     assert math.isclose(get_phase("phase1a", global_relevance=0.5).global_relevance, 0.5)
-
