@@ -489,6 +489,29 @@ def test_full_share_puts_that_share_at_the_full_view_in_a_chunk_of_their_own(tin
         get_phase("phase0", full_share=1.5)
 
 
+def test_full_gist_share_draws_the_full_views_by_question_kind(tiny):
+    """full_gist_share: the gist samples go to the full view at their own share, the detail samples
+    at full_share; left at None both use full_share, the draw phase 0h's checkpoints were made with."""
+    pipe, data, cfg = tiny
+    g = pipe.model.geometry
+    ph = get_phase("phase0", steps=10, reading_steps=1.0, full_steps=0.0, full_share=0.0, full_gist_share=1.0, segments=())
+    is_full = lambda b: (b["levels"] == g.max_level_index).flatten(1).all(1)  # (B,)
+    seen_gist = seen_detail = 0
+    for step in range(4):
+        b = make_batch(data, pipe.model, ph, step, cfg, 0, 1, "cpu")
+        full, detail = is_full(b), b["detail"]
+        assert torch.equal(full, ~detail)  # every gist sample at the full view, no detail sample
+        seen_gist, seen_detail = seen_gist + int((~detail).sum()), seen_detail + int(detail.sum())
+    assert seen_gist and seen_detail
+    same = dataclasses.replace(ph, full_share=0.5, full_gist_share=None)
+    both = dataclasses.replace(ph, full_share=0.5, full_gist_share=0.5)
+    for step in range(3):
+        a, b = (make_batch(data, pipe.model, p, step, cfg, 0, 1, "cpu") for p in (same, both))
+        assert torch.equal(a["levels"], b["levels"])
+    with pytest.raises(InputError, match="full_gist_share"):
+        get_phase("phase0", full_gist_share=-0.1)
+
+
 def test_merged_chunks_keep_every_logged_term():
     from arrcoc_lab.training.loop import _merge
 

@@ -69,6 +69,10 @@ class PhaseConfig:
     # that read 50 % of signs at the top level in reading views read 1 % in full views, 17 % after
     # 100 steps of 16 full views (reports/lab/RUN.md, "Session 18")
     full_share: float = 0.0
+    # the same share for the gist samples alone (None: full_share). The full view's gist lagged
+    # its detail (64 / 57 % against 87 / 61 % at 64 tokens, session 23): at 70 % fine detail, ~2 of
+    # phase 0h's ~6 full views a step were gist questions
+    full_gist_share: float | None = None
     # reading views (mixed allocation): on this share of steps every detail sample sees its sign's
     # cells (and, half the time, another sign of the scene, so the question must pick one) at a
     # reading level and every other cell at the minimum — ~80-150 tokens instead of a full image's
@@ -124,8 +128,8 @@ class PhaseConfig:
         if not 0.0 <= self.high_res_steps <= 1.0:
             raise InputError(f"phase {self.name}: high_res_steps must be in [0, 1], got {self.high_res_steps}")
         for name in ("reading_steps", "reading_top_until", "reading_top_share", "reading_jitter", "gist_jitter", "question_states",
-                     "question_dropout", "full_steps", "full_share", "rephrase"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
+                     "question_dropout", "full_steps", "full_share", "full_gist_share", "rephrase"):
+            if getattr(self, name) is not None and not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"phase {self.name}: {name} must be in [0, 1], got {getattr(self, name)}")
         if not self.gist_weight > 0:
             raise InputError(f"phase {self.name}: gist_weight must be > 0, got {self.gist_weight}")
@@ -162,7 +166,8 @@ class PhaseConfig:
 
 # what a segment may change: how batches are drawn (and gist_weight, which in expectation is a draw),
 # never the optimisation itself
-SEGMENT_FIELDS = ("detail_share", "spot_share", "count_share", "gist_weight", "high_res_steps", "full_steps", "full_share", "reading_steps", "reading_top_until", "reading_level",
+SEGMENT_FIELDS = ("detail_share", "spot_share", "count_share", "gist_weight", "high_res_steps", "full_steps", "full_share", "full_gist_share",
+                  "reading_steps", "reading_top_until", "reading_level",
                   "reading_top_share", "reading_jitter", "gist_jitter", "question_states", "question_dropout", "rephrase",
                   "micro_batches")
 

@@ -198,8 +198,10 @@ def make_batch(data: TrainData, model, phase: PhaseConfig, step: int, cfg: Train
         others = target_cells(others, g, data.image_hw).to(device)
         batch["levels"] = reading_views(batch, others, g, model.allocator.cfg.utility_exponent,
                                         reading_view_level(phase, step, cfg.seed, g), cfg.seed, step, rank, world)
-        if phase.full_share:  # drawn over the global batch: the same samples for any number of processes
-            full = np.random.default_rng([cfg.seed, step, 12]).random(cfg.batch_size)[rank::world] < phase.full_share
+        gist_share = phase.full_share if phase.full_gist_share is None else phase.full_gist_share
+        if phase.full_share or gist_share:  # drawn over the global batch: the same samples for any number of processes
+            share = np.where(data.is_detail[idx], phase.full_share, gist_share)  # (global B,) by question kind
+            full = (np.random.default_rng([cfg.seed, step, 12]).random(len(idx)) < share)[rank::world]
             batch["levels"][torch.from_numpy(full)] = g.max_level_index  # (B, Hc, Wc): every cell at the top
     states = np.ones(len(mine), dtype=bool)
     if phase.question_states < 1:
