@@ -20,7 +20,7 @@ for name, (n, changes) in kinds.items():
     data = load_train_data(m, cfg)
     for trainable in (base, base + ("clip",), base, base + ("clip",)):
         ph = get_phase("phase0h", reading_steps=1.0, micro_batches=1, trainable=trainable, **changes)
-        params = set_trainable(m, ph); m.train(); st = TrainStep(m, ph)
+        set_trainable(m, ph); m.train(); st = TrainStep(m, ph)
         b = make_batch(data, m, ph, 10, cfg, 0, 1, "cpu")
         def run():
             out = st(b)
