@@ -23,6 +23,7 @@ LAB_STEPS_PHASE0E ?= 2500
 LAB_STEPS_PHASE0F ?= 3000
 LAB_STEPS_PHASE0G ?= 3000
 LAB_STEPS_PHASE0H ?= 3000
+LAB_STEPS_PHASE0I ?= 3000
 LAB_STEPS_PHASE1A ?= 600
 # what phase0c starts from: phase0b's weights; or, when runs/ is lost, earlier shipped weights
 # (session 19 started it from session 18's, with 1,500 steps: reports/lab/RUN.md)
@@ -39,9 +40,12 @@ LAB_PHASE0G_INIT ?= runs/lab/phase0f/model.safetensors
 # what phase0h starts from: phase0g's weights; when runs/ is lost, the shipped weights of session 23
 # (their downstream is phase0g's; reports/lab/RUN.md says how)
 LAB_PHASE0H_INIT ?= runs/lab/phase0g/model.safetensors
+# what phase0i starts from: phase0h's weights; when runs/ is lost, the shipped weights of session 25
+# (their downstream is phase0h's; reports/lab/RUN.md says how)
+LAB_PHASE0I_INIT ?= runs/lab/phase0h/model.safetensors
 LAB_STEPS ?= 150
 LAB_DEVICE ?= cpu
-# phase 0's (and 0b's to 0h's) global batch (cut into token-sorted micro-batches on reading steps)
+# phase 0's (and 0b's to 0i's) global batch (cut into token-sorted micro-batches on reading steps)
 LAB_BATCH_PHASE0 ?= 64
 LAB_RUN := $(PY) -m arrcoc_lab run-phase
 LAB_COMMON = -p data "$(LAB_DATA)" -p device $(LAB_DEVICE)
@@ -57,7 +61,7 @@ define phase_from
 $(call fresh,$(1))
 $(LAB_RUN) $(1) $(LAB_COMMON) $(2) -p init_from $<
 endef
-# a phase-0 continuation (phase0b to phase0h): $(1) the phase, $(2) its step count, at phase 0's batch
+# a phase-0 continuation (phase0b to phase0i): $(1) the phase, $(2) its step count, at phase 0's batch
 phase0_from = $(call phase_from,$(1),-p steps $(2) -p batch_size $(LAB_BATCH_PHASE0))
 
 runs/lab/phase0/model.safetensors: | $(STAMP)
@@ -76,7 +80,9 @@ runs/lab/phase0g/model.safetensors: $(LAB_PHASE0G_INIT)
 	$(call phase0_from,phase0g,$(LAB_STEPS_PHASE0G))
 runs/lab/phase0h/model.safetensors: $(LAB_PHASE0H_INIT)
 	$(call phase0_from,phase0h,$(LAB_STEPS_PHASE0H))
-runs/lab/phase1a/model.safetensors: runs/lab/phase0h/model.safetensors
+runs/lab/phase0i/model.safetensors: $(LAB_PHASE0I_INIT)
+	$(call phase0_from,phase0i,$(LAB_STEPS_PHASE0I))
+runs/lab/phase1a/model.safetensors: runs/lab/phase0i/model.safetensors
 	$(call phase_from,phase1a,-p steps $(LAB_STEPS_PHASE1A))
 runs/lab/phase1/model.safetensors: runs/lab/phase1a/model.safetensors
 	$(call phase_from,phase1,-p steps $(LAB_STEPS))

@@ -252,6 +252,21 @@ def test_commands_write_run_folders_unless_asked_for_reports(capsys, tmp_path, m
     capsys.readouterr()
 
 
+def test_run_phase_values_reach_the_notebook_as_the_literals_typed():
+    """papermill writes a tuple parameter into the notebook as its string; -p values hand it lists."""
+    import ast
+
+    from papermill.translators import PythonTranslator
+
+    from arrcoc_lab.apps import runner
+
+    typed = "{'trainable': ('clip', 'llm'), 'lr_scale': {'clip': 0.25}, 'segments': ((10, {'rephrase': 0.5}),)}"
+    value = runner.parse_value(typed)
+    assert ast.literal_eval(PythonTranslator.translate(value)) == {
+        "trainable": ["clip", "llm"], "lr_scale": {"clip": 0.25}, "segments": [[10, {"rephrase": 0.5}]]}
+    assert runner.parse_value("3") == 3 and runner.parse_value("runs/lab/x") == "runs/lab/x"
+
+
 def test_run_phase_quickstart_writes_a_run_folder_and_report_runs_keep_reports(tmp_path, monkeypatch):
     """The quickstart is a tour (runs/quickstart/, reports/quickstart/ with --update-reports); the
     curriculum notebooks are report runs, as `make train-lab` expects (reports/lab/<phase>/)."""
@@ -268,7 +283,7 @@ def test_run_phase_quickstart_writes_a_run_folder_and_report_runs_keep_reports(t
     assert [Path(out).relative_to(tmp_path).as_posix() if Path(out).is_absolute() else out for out, _ in ran] == [
         "runs/quickstart/00_quickstart.ipynb", "reports/quickstart/00_quickstart.ipynb", "mine/00_quickstart.ipynb"]
     assert [p["output_dir"] for _, p in ran] == ["runs/quickstart", "reports/quickstart", "mine"]
-    for phase in ("phase0", "phase0b", "phase0c", "phase0d", "phase0e", "phase0f", "phase0g", "phase0h", "phase1a", "phase1", "phase2", "phase3", "evaluation", "probe", "reading", "benchmark"):
+    for phase in ("phase0", "phase0b", "phase0c", "phase0d", "phase0e", "phase0f", "phase0g", "phase0h", "phase0i", "phase1a", "phase1", "phase2", "phase3", "evaluation", "probe", "reading", "benchmark"):
         assert runner.default_output_dir(phase) == f"reports/lab/{phase}"
         assert runner.default_output_dir(phase, update_reports=True) == f"reports/lab/{phase}"
 

@@ -89,6 +89,7 @@ NOTEBOOKS = {
     "10f_phase0f_downstream": (PHASE_SMALL, check_phase),
     "10g_phase0g_downstream": (PHASE_SMALL, check_phase),
     "10h_phase0h_downstream": (PHASE_SMALL, check_phase),
+    "10i_phase0i_downstream": (PHASE_SMALL, check_phase),
     "11_phase1a_allocator_pretrain": (PHASE_SMALL, check_phase),
     "12_phase1_allocator_adapter": (PHASE_SMALL, check_phase),
     "13_phase2_clip_adapter": (PHASE_SMALL, check_phase),

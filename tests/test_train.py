@@ -94,6 +94,10 @@ def test_phase_config_validation():
         PhaseConfig("x", ("llm",), {"bleu": 1.0})
     with pytest.raises(ValueError, match="known"):
         get_phase("phase9")
+    with pytest.raises(ValueError, match="takes a list of module names"):
+        get_phase("phase0", trainable="('llm',)")  # what papermill made of a tuple parameter
+    listed = get_phase("phase0", trainable=["clip", "llm"], lr_scale={}, segments=[[10, {"rephrase": 0.5}]])
+    assert listed.trainable == ("clip", "llm") and listed.segments == ((10, {"rephrase": 0.5}),)
     assert Curriculum(rounds=2).expanded() == ["phase1a", "phase0", "phase1", "phase2", "phase1", "phase2", "phase3"]
 
 

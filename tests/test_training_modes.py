@@ -327,6 +327,10 @@ def test_segments_change_the_batches_from_their_step_on(tiny):
     assert eighth.full_share > seventh.full_share and eighth.reading_top_share > seventh.reading_top_share
     assert all(getattr(eighth, f) == getattr(seventh, f) for f in SEGMENT_FIELDS
                if f not in ("reading_top_share", "full_share"))
+    ninth = get_phase("phase0i")  # session 26: full views by question kind, the lab CLIP trained too
+    assert ninth.full_gist_share > ninth.full_share and "clip" in ninth.trainable and ninth.lr_scale["clip"] < 1
+    assert all(getattr(ninth, f) == getattr(eighth, f) for f in SEGMENT_FIELDS
+               if f not in ("full_share", "full_gist_share"))
     two = get_phase("phase0", segments=((100, {"reading_jitter": 0.5}), (200, {"question_states": 1.0})))
     assert [two.at(s).reading_jitter for s in (99, 100, 300)] == [0.0, 0.5, 0.5]  # a later segment keeps what an
     assert [two.at(s).question_states for s in (199, 200)] == [0.0, 1.0]           # earlier one set

@@ -29,6 +29,7 @@ NOTEBOOK_FILES = {  # run-phase name → notebook (notebooks/build_notebooks.py 
     "phase0f": "10f_phase0f_downstream.ipynb",
     "phase0g": "10g_phase0g_downstream.ipynb",
     "phase0h": "10h_phase0h_downstream.ipynb",
+    "phase0i": "10i_phase0i_downstream.ipynb",
     "phase1a": "11_phase1a_allocator_pretrain.ipynb",
     "phase1": "12_phase1_allocator_adapter.ipynb",
     "phase2": "13_phase2_clip_adapter.ipynb",
@@ -66,11 +67,21 @@ def phase_notebooks() -> dict[str, Path]:
 
 
 def parse_value(text: str):
-    """-p values are Python literals when they parse (3, 0.1, None, True, "x"), else strings."""
+    """-p values are Python literals when they parse (3, 0.1, None, True, "x"), else strings.
+    Tuples come back as lists, at any depth: papermill writes a tuple parameter into the notebook as
+    its string ("('clip', 'llm')"), a list as a list."""
     try:
-        return ast.literal_eval(text)
+        return _tuples_as_lists(ast.literal_eval(text))
     except (ValueError, SyntaxError):
         return text
+
+
+def _tuples_as_lists(value):
+    if isinstance(value, (tuple, list)):
+        return [_tuples_as_lists(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _tuples_as_lists(v) for k, v in value.items()}
+    return value
 
 
 def default_output_dir(name: str, preset: str = "lab", update_reports: bool = False) -> str:

@@ -109,6 +109,11 @@ class PhaseConfig:
     description: str = ""
 
     def __post_init__(self):
+        if isinstance(self.trainable, str):
+            raise InputError(f"phase {self.name}: trainable takes a list of module names, got the string "
+                             f"{self.trainable!r}; known modules: {list(MODULES)}")
+        self.trainable = tuple(self.trainable)  # a list from a notebook parameter or JSON reads the same
+        self.segments = tuple((start, dict(changes)) for start, changes in self.segments)
         bad = set(self.trainable) - set(MODULES)
         if bad:
             raise InputError(f"phase {self.name}: unknown modules {sorted(bad)}; known: {list(MODULES)}")
@@ -280,6 +285,15 @@ PHASE0G = continued(PHASE0F, "phase0g", lr=4e-4, warmup=50, steps=3000,
 # views (~6 a step, ~0.3 s each) and more top-level reading views, level 2 kept on most of them
 PHASE0H = continued(PHASE0G, "phase0h", lr=4e-4, warmup=50, steps=3000, full_share=0.1, reading_top_share=0.3,
                     description="downstream pre-training continued: full views and the top level")
+# session 25: phase 0h read signs in 83 % of val full views (phase 0g 61 %) but got landmark and city
+# in 63 % of them, against ~90 % at 64 tokens (RUN.md, "Session 25"): ~2 of its ~6 full views a step
+# were gist questions. So the full views are drawn by question kind (~2 detail + ~6 gist a step), and
+# the lab CLIP, whose transformer sees every visual token, trains as well (at no measurable cost a
+# step, diagnostics/clip_train_cost.log) at a quarter of the rate
+PHASE0I = continued(PHASE0H, "phase0i", lr=4e-4, warmup=50, steps=3000, full_share=0.05, full_gist_share=0.3,
+                    trainable=("compressor", "clip", "adapter", "projector", "llm"),
+                    lr_scale={"adapter": 0.1, "clip": 0.25},
+                    description="downstream pre-training continued: full views by question kind")
 
 PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PHASE0,
@@ -290,6 +304,7 @@ PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PHASE0F,
     PHASE0G,
     PHASE0H,
+    PHASE0I,
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
                 lr=2e-3, steps=300, detail_share=0.5, rephrase=0.5, global_relevance=1.0,
                 description="allocator pre-training on region labels and tiers"),
