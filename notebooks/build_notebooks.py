@@ -1,8 +1,12 @@
 """Writes the phase notebooks from one template so they stay identical in structure.
-Run `python notebooks/build_notebooks.py` after changing the template; the notebooks are committed."""
+Run `python notebooks/build_notebooks.py` after changing the template; the notebooks are committed
+(tests/test_notebooks.py checks that every builder writes them byte for byte)."""
+import hashlib
 from pathlib import Path
 
 import nbformat as nbf
+
+OUT_DIR = Path(__file__).parent  # where write_notebook puts notebooks (a test points it elsewhere)
 
 
 def write_notebook(filename: str, intro: str, params: str, cells: list) -> Path:
@@ -14,7 +18,9 @@ def write_notebook(filename: str, intro: str, params: str, cells: list) -> Path:
     nb.cells = [nbf.v4.new_markdown_cell(intro), tagged] + [
         nbf.v4.new_markdown_cell(c[1]) if isinstance(c, tuple) else nbf.v4.new_code_cell(c) for c in cells]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path = Path(__file__).parent / filename
+    for i, cell in enumerate(nb.cells):  # ids from the position, not random: a rebuild changes only what changed
+        cell.id = hashlib.sha1(f"{filename}/{i}".encode()).hexdigest()[:8]
+    path = OUT_DIR / filename
     nbf.write(nb, path)
     return path
 

@@ -206,3 +206,22 @@ def test_papermill_sees_every_parameter(path):
     names = [t.id for node in ast.parse(cells[0].source).body if isinstance(node, ast.Assign)
              for t in node.targets if isinstance(t, ast.Name)]
     assert names and sorted(pm.inspect_notebook(str(path))) == sorted(names)
+
+
+def test_committed_notebooks_are_what_their_builders_write(tmp_path, monkeypatch):
+    """The notebooks are generated (notebooks/build_*.py) and committed: an edit to a builder that
+    was not rebuilt, or a hand edit to a notebook, shows here."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(NOTEBOOK_DIR))
+    builders = importlib.import_module("build_notebooks")
+    monkeypatch.setattr(builders, "OUT_DIR", tmp_path)
+    for name, args in builders.PHASES.items():
+        builders.build(name, *args)
+    builders.build_evaluation()
+    for other in ("build_benchmark", "build_encoder", "build_probe", "build_reading"):
+        importlib.import_module(other).build()
+    written = sorted(p.name for p in tmp_path.glob("*.ipynb"))
+    assert len(written) == len(builders.PHASES) + 5
+    stale = [n for n in written if (tmp_path / n).read_bytes() != (NOTEBOOK_DIR / n).read_bytes()]
+    assert not stale, f"rebuild with `python notebooks/build_notebooks.py` (and build_*.py): {stale}"
