@@ -82,7 +82,10 @@ runs/lab/phase0h/model.safetensors: $(LAB_PHASE0H_INIT)
 	$(call phase0_from,phase0h,$(LAB_STEPS_PHASE0H))
 runs/lab/phase0i/model.safetensors: $(LAB_PHASE0I_INIT)
 	$(call phase0_from,phase0i,$(LAB_STEPS_PHASE0I))
-runs/lab/phase1a/model.safetensors: runs/lab/phase0i/model.safetensors
+# the phase-0 continuation that phase 1a starts from: phase0h's, whose downstream is shipped; phase0i
+# (sessions 26-, in progress) takes its place when it ships (make train-lab LAB_DOWNSTREAM=phase0i)
+LAB_DOWNSTREAM ?= phase0h
+runs/lab/phase1a/model.safetensors: runs/lab/$(LAB_DOWNSTREAM)/model.safetensors
 	$(call phase_from,phase1a,-p steps $(LAB_STEPS_PHASE1A))
 runs/lab/phase1/model.safetensors: runs/lab/phase1a/model.safetensors
 	$(call phase_from,phase1,-p steps $(LAB_STEPS))
