@@ -23,7 +23,7 @@ LAB_STEPS_PHASE0E ?= 2500
 LAB_STEPS_PHASE0F ?= 3000
 LAB_STEPS_PHASE0G ?= 3000
 LAB_STEPS_PHASE0H ?= 3000
-LAB_STEPS_PHASE0I ?= 3000
+LAB_STEPS_PHASE0I ?= 2000
 LAB_STEPS_PHASE1A ?= 600
 # what phase0c starts from: phase0b's weights; or, when runs/ is lost, earlier shipped weights
 # (session 19 started it from session 18's, with 1,500 steps: reports/lab/RUN.md)
