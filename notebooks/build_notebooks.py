@@ -60,7 +60,7 @@ PHASES = {
                                "Phase 0g's batches with ~6 full views a step (`full_share` 0.1) and 30 % of reading "
                                "steps at the top level: after phase 0g the weights met every bar at 64 tokens but "
                                "`full`'s, whose 1,024-token views were 2 % of the samples (reports/lab/RUN.md, \"Session 23\")."),
-    "10i_phase0i_downstream": ("phase0i", 3000, "Phase 0i — downstream pre-training: full views by question kind",
+    "10i_phase0i_downstream": ("phase0i", 2000, "Phase 0i — downstream pre-training: full views by question kind",
                                "Phase 0h's batches with the full views drawn by question kind (~2 detail and ~6 gist "
                                "a step) and the lab CLIP trained as well, at a quarter of the rate: phase 0h read "
                                "signs in 83 % of val full views but landmark and city in 63 % "
