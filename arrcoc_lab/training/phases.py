@@ -290,7 +290,7 @@ PHASE0H = continued(PHASE0G, "phase0h", lr=4e-4, warmup=50, steps=3000, full_sha
 # were gist questions. So the full views are drawn by question kind (~2 detail + ~6 gist a step), and
 # the lab CLIP, whose transformer sees every visual token, trains as well (at no measurable cost a
 # step, diagnostics/clip_train_cost.log) at a quarter of the rate
-# (2,000 steps, not 3,000: ~5.6 s a step, so it and then phase 1a, the evaluation and the benchmark
+# (2,000 steps, not 3,000: ~6–8 s a step, so it and then phase 1a, the evaluation and the benchmark
 # fit in two sittings; session 27 restarted it after runs/ was lost)
 PHASE0I = continued(PHASE0H, "phase0i", lr=4e-4, warmup=50, steps=2000, full_share=0.05, full_gist_share=0.3,
                     trainable=("compressor", "clip", "adapter", "projector", "llm"),
