@@ -15,16 +15,18 @@ STAMP := $(VENV)/.installed
 # continues from its last checkpoint when `make train-lab` runs again (reports/lab/RUN.md).
 # CPU cost per phase and in total: reports/lab/RUN.md. On a GPU: make train-lab LAB_DEVICE=cuda
 LAB_DATA ?= scenebench:train@12000+docsynth:train@2000
-LAB_STEPS_PHASE0 ?= 6000
-LAB_STEPS_PHASE0B ?= 3000
-LAB_STEPS_PHASE0C ?= 3000
-LAB_STEPS_PHASE0D ?= 1500
-LAB_STEPS_PHASE0E ?= 2500
-LAB_STEPS_PHASE0F ?= 3000
-LAB_STEPS_PHASE0G ?= 3000
-LAB_STEPS_PHASE0H ?= 3000
-LAB_STEPS_PHASE0I ?= 2000
-LAB_STEPS_PHASE1A ?= 600
+# Each phase's step count is its own, in arrcoc_lab/training/phases.py (the notebooks default to it);
+# set one of these to override it, e.g. `make train-lab LAB_STEPS_PHASE0=5000 LAB_STEPS=300`.
+LAB_STEPS_PHASE0 ?=
+LAB_STEPS_PHASE0B ?=
+LAB_STEPS_PHASE0C ?=
+LAB_STEPS_PHASE0D ?=
+LAB_STEPS_PHASE0E ?=
+LAB_STEPS_PHASE0F ?=
+LAB_STEPS_PHASE0G ?=
+LAB_STEPS_PHASE0H ?=
+LAB_STEPS_PHASE0I ?=
+LAB_STEPS_PHASE1A ?=
 # what phase0c starts from: phase0b's weights; or, when runs/ is lost, earlier shipped weights
 # (session 19 started it from session 18's, with 1,500 steps: reports/lab/RUN.md)
 LAB_PHASE0C_INIT ?= runs/lab/phase0b/model.safetensors
@@ -43,7 +45,8 @@ LAB_PHASE0H_INIT ?= runs/lab/phase0g/model.safetensors
 # what phase0i starts from: phase0h's weights; when runs/ is lost, the shipped weights of session 25
 # (their downstream is phase0h's; reports/lab/RUN.md says how)
 LAB_PHASE0I_INIT ?= runs/lab/phase0h/model.safetensors
-LAB_STEPS ?= 150
+# phases 1-3 (default: their own, 150 each)
+LAB_STEPS ?=
 LAB_DEVICE ?= cpu
 # phase 0's (and 0b's to 0i's) global batch (cut into token-sorted micro-batches on reading steps)
 LAB_BATCH_PHASE0 ?= 64
@@ -56,16 +59,18 @@ train-lab: runs/lab/benchmark.done
 # whose checkpoints another init made, moves to runs/lab/<phase>.prev. An unfinished one (no
 # model.safetensors yet) stays, and the phase resumes from its last checkpoint.
 fresh = @if [ -f runs/lab/$(1)/model.safetensors ]; then rm -rf runs/lab/$(1).prev && mv runs/lab/$(1) runs/lab/$(1).prev; fi
+# `-p steps N` when a step count was set, else nothing (the phase's own)
+steps = $(if $(strip $(1)),-p steps $(strip $(1)))
 # a phase that starts from its prerequisite's weights: $(1) the phase, $(2) its other -p options
 define phase_from
 $(call fresh,$(1))
 $(LAB_RUN) $(1) $(LAB_COMMON) $(2) -p init_from $<
 endef
 # a phase-0 continuation (phase0b to phase0i): $(1) the phase, $(2) its step count, at phase 0's batch
-phase0_from = $(call phase_from,$(1),-p steps $(2) -p batch_size $(LAB_BATCH_PHASE0))
+phase0_from = $(call phase_from,$(1),$(call steps,$(2)) -p batch_size $(LAB_BATCH_PHASE0))
 
 runs/lab/phase0/model.safetensors: | $(STAMP)
-	$(LAB_RUN) phase0 $(LAB_COMMON) -p steps $(LAB_STEPS_PHASE0) -p batch_size $(LAB_BATCH_PHASE0)
+	$(LAB_RUN) phase0 $(LAB_COMMON) $(call steps,$(LAB_STEPS_PHASE0)) -p batch_size $(LAB_BATCH_PHASE0)
 runs/lab/phase0b/model.safetensors: runs/lab/phase0/model.safetensors
 	$(call phase0_from,phase0b,$(LAB_STEPS_PHASE0B))
 runs/lab/phase0c/model.safetensors: $(LAB_PHASE0C_INIT)
@@ -86,13 +91,13 @@ runs/lab/phase0i/model.safetensors: $(LAB_PHASE0I_INIT)
 # (sessions 26-, in progress) takes its place when it ships (make train-lab LAB_DOWNSTREAM=phase0i)
 LAB_DOWNSTREAM ?= phase0h
 runs/lab/phase1a/model.safetensors: runs/lab/$(LAB_DOWNSTREAM)/model.safetensors
-	$(call phase_from,phase1a,-p steps $(LAB_STEPS_PHASE1A))
+	$(call phase_from,phase1a,$(call steps,$(LAB_STEPS_PHASE1A)))
 runs/lab/phase1/model.safetensors: runs/lab/phase1a/model.safetensors
-	$(call phase_from,phase1,-p steps $(LAB_STEPS))
+	$(call phase_from,phase1,$(call steps,$(LAB_STEPS)))
 runs/lab/phase2/model.safetensors: runs/lab/phase1/model.safetensors
-	$(call phase_from,phase2,-p steps $(LAB_STEPS))
+	$(call phase_from,phase2,$(call steps,$(LAB_STEPS)))
 runs/lab/phase3/model.safetensors: runs/lab/phase2/model.safetensors
-	$(call phase_from,phase3,-p steps $(LAB_STEPS))
+	$(call phase_from,phase3,$(call steps,$(LAB_STEPS)))
 # The phase whose weights are shipped: phase 1a since session 19, as phases 1-3 (Gumbel allocator,
 # CLIP, end to end) lowered val fine detail from 15 % to 6 % and the downstream's reading of signs
 # (reports/lab/RUN.md, "Session 19"); `make train-lab LAB_LAST=phase3` runs and ships them.

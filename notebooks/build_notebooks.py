@@ -6,6 +6,8 @@ from pathlib import Path
 
 import nbformat as nbf
 
+from arrcoc_lab.training.phases import get_phase
+
 OUT_DIR = Path(__file__).parent  # where write_notebook puts notebooks (a test points it elsewhere)
 
 
@@ -25,59 +27,59 @@ def write_notebook(filename: str, intro: str, params: str, cells: list) -> Path:
     return path
 
 PHASES = {
-    "10_phase0_downstream": ("phase0", 6000, "Phase 0 — downstream pre-training",
+    "10_phase0_downstream": ("phase0", "Phase 0 — downstream pre-training",
                              "No pretrained CLIP or LLM can be downloaded here, so the lab downstream (compressor heads, "
                              "CLIP on tokens, quality adapter, projector, LLM) is first trained to answer from "
                              "*randomised* allocations: oracle-targeted, random, uniform, at budgets from gist-only to "
                              "full. The result accepts any allocation, which is also what a fair comparison of "
                              "allocation policies needs (one downstream for all)."),
-    "10b_phase0b_downstream": ("phase0b", 3000, "Phase 0b — downstream pre-training, continued",
+    "10b_phase0b_downstream": ("phase0b", "Phase 0b — downstream pre-training, continued",
                                "Phase 0 as it ends (the same modules, reading views and gist questions), with a "
                                "warm-up and a cosine learning rate of its own: level 2 and the landmark start late "
                                "in phase 0, when its learning rate is nearly spent (reports/lab/RUN.md)."),
-    "10c_phase0c_downstream": ("phase0c", 3000, "Phase 0c — downstream pre-training: level 2 and full views",
+    "10c_phase0c_downstream": ("phase0c", "Phase 0c — downstream pre-training: level 2 and full views",
                                "Phase 0b as it ends, with a few samples of each reading step at the `full` "
                                "policy's view (every cell at the top level) and more fine detail, under a "
                                "learning rate of its own: phase 0b read half of the signs at the top level in "
                                "reading views but almost none in full views (reports/lab/RUN.md, \"Session 18\")."),
-    "10d_phase0d_downstream": ("phase0d", 1500, "Phase 0d — downstream pre-training: more fine detail",
+    "10d_phase0d_downstream": ("phase0d", "Phase 0d — downstream pre-training: more fine detail",
                                "Phase 0c as it ends, with more of each batch fine-detail questions (the level-2 "
                                "signs that 64 tokens give) and less counting, under a learning rate of its own: "
                                "phase 0c still lowered the fine-detail loss at its end (reports/lab/RUN.md, "
                                "\"Session 20\")."),
-    "10e_phase0e_downstream": ("phase0e", 2500, "Phase 0e — downstream pre-training, longer",
+    "10e_phase0e_downstream": ("phase0e", "Phase 0e — downstream pre-training, longer",
                                "Phase 0d's batches, longer, under a learning rate of their own: every reading "
                                "check was still rising at phase 0d's end (reports/lab/RUN.md, \"Session 20\")."),
-    "10f_phase0f_downstream": ("phase0f", 3000, "Phase 0f — downstream pre-training: level 2 first",
+    "10f_phase0f_downstream": ("phase0f", "Phase 0f — downstream pre-training: level 2 first",
                                "Phase 0e's batches with nearly every reading view at level 2 (what 64 tokens give "
                                "a sign) and fewer full views, which cost ~45 % of a step: about 40 level-2 signs a "
                                "step instead of 30, in less time (reports/lab/RUN.md, \"Session 21\")."),
-    "10g_phase0g_downstream": ("phase0g", 3000, "Phase 0g — downstream pre-training: level 2, longer",
+    "10g_phase0g_downstream": ("phase0g", "Phase 0g — downstream pre-training: level 2, longer",
                                "Phase 0f's batches, longer, under a learning rate of their own: phase 0f raised "
                                "level-2 reading of val signs from 43 to 60 % and it was still rising "
                                "(reports/lab/RUN.md, \"Session 22\")."),
-    "10h_phase0h_downstream": ("phase0h", 3000, "Phase 0h — downstream pre-training: full views and the top level",
+    "10h_phase0h_downstream": ("phase0h", "Phase 0h — downstream pre-training: full views and the top level",
                                "Phase 0g's batches with ~6 full views a step (`full_share` 0.1) and 30 % of reading "
                                "steps at the top level: after phase 0g the weights met every bar at 64 tokens but "
                                "`full`'s, whose 1,024-token views were 2 % of the samples (reports/lab/RUN.md, \"Session 23\")."),
-    "10i_phase0i_downstream": ("phase0i", 2000, "Phase 0i — downstream pre-training: full views by question kind",
+    "10i_phase0i_downstream": ("phase0i", "Phase 0i — downstream pre-training: full views by question kind",
                                "Phase 0h's batches with the full views drawn by question kind (~2 detail and ~6 gist "
                                "a step) and the lab CLIP trained as well, at a quarter of the rate: phase 0h read "
                                "signs in 83 % of val full views but landmark and city in 63 % "
                                "(reports/lab/RUN.md, \"Session 25\")."),
-    "11_phase1a_allocator_pretrain": ("phase1a", 600, "Phase 1-A — allocator pre-training on region labels",
+    "11_phase1a_allocator_pretrain": ("phase1a", "Phase 1-A — allocator pre-training on region labels",
                                       "The relevance analyzer learns which cells hold the question's target region "
                                       "(binary cross-entropy per cell) and the tier classifier learns gist → fast, "
                                       "detail → accurate. Cheap: only the analyzer runs."),
-    "12_phase1_allocator_adapter": ("phase1", 150, "Phase 1 — allocator + adapter (CLIP and LLM frozen)",
+    "12_phase1_allocator_adapter": ("phase1", "Phase 1 — allocator + adapter (CLIP and LLM frozen)",
                                     "Answer cross-entropy + efficiency (penalty above the uniform budget) + level "
                                     "diversity, with levels drawn by straight-through Gumbel-softmax from the learned "
                                     "relevance. Watch the level usage: the seeds warn of collapse to max tokens."),
-    "13_phase2_clip_adapter": ("phase2", 150, "Phase 2 — adapt CLIP (and adapter), allocator frozen",
+    "13_phase2_clip_adapter": ("phase2", "Phase 2 — adapt CLIP (and adapter), allocator frozen",
                                "Answer cross-entropy + distribution consistency: projected visual tokens should have "
                                "the statistics of the LLM's own input embeddings. Allocations come from the frozen "
                                "allocator at random budgets."),
-    "14_phase3_end_to_end": ("phase3", 150, "Phase 3 — end to end, efficiency kept",
+    "14_phase3_end_to_end": ("phase3", "Phase 3 — end to end, efficiency kept",
                              "Every trainable stage together at a low learning rate."),
 }
 
@@ -171,7 +173,8 @@ atomic_write_text(out / "history.json", json.dumps(result.history, indent=1))
 print("report written to", out)"""
 
 
-def build(name, phase, steps, title, text):
+def build(name, phase, title, text):
+    steps = get_phase(phase).steps  # the step count lives in phases.py only
     init = '"random"' if phase == "phase0" else "None"  # phase 0 starts the chain from scratch
     write_notebook(f"{name}.ipynb", f"# {title}\n\n{text}\n\nRun it with papermill: "
                                     f"`arrcoc-lab run-phase {phase} -p steps {steps} -p init_from <previous weights>`.",

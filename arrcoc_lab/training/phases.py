@@ -308,7 +308,7 @@ PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PHASE0H,
     PHASE0I,
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
-                lr=2e-3, steps=300, detail_share=0.5, rephrase=0.5, global_relevance=1.0,
+                lr=2e-3, steps=600, detail_share=0.5, rephrase=0.5, global_relevance=1.0,
                 description="allocator pre-training on region labels and tiers"),
     PhaseConfig("phase1", ("relevance", "allocator", "adapter"),
                 {"answer": 1.0, "efficiency": 0.5, "diversity": 0.05, "relevance": 0.5}, allocation="gumbel",
