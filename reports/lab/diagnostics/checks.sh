@@ -12,17 +12,20 @@ set -euo pipefail
 ck=$1; label=$2; log=$(realpath -m "$3")
 root=$PWD; py=$root/.venv/bin/python
 ck=$(realpath "$ck")
+[ -d "$ck" ] && ck=$ck/model.safetensors  # a checkpoint folder: its weights
+[ -f "$ck" ] || { echo "no weights at $ck" >&2; exit 1; }
 kernel=$(pgrep -f ipykernel_launcher || true)
 [ -n "$kernel" ] && kill -STOP $kernel
 trap '[ -n "$kernel" ] && kill -CONT $kernel' EXIT
 cd reports/lab/diagnostics
 tmp=$(mktemp -d)
-"$py" reading_gap.py "$ck" 3 128 1 1 3 > "$tmp/1" 2>/dev/null &
-"$py" gist_levels.py "$ck" 3 3 > "$tmp/2" 2>/dev/null &
-wait
-"$py" reading_gap.py "$ck" 2 128 1 1 > "$tmp/3" 2>/dev/null &
-"$py" reading_gap.py "$ck" 3 128 1 1 > "$tmp/4" 2>/dev/null &
-wait
+trap '[ -n "$kernel" ] && kill -CONT $kernel; [ -f "$tmp/done" ] || tail -5 "$tmp/err" >&2' EXIT  # a failed check shows its error
+"$py" reading_gap.py "$ck" 3 128 1 1 3 > "$tmp/1" 2>>"$tmp/err" &
+"$py" gist_levels.py "$ck" 3 3 > "$tmp/2" 2>>"$tmp/err" &
+wait -n; wait -n
+"$py" reading_gap.py "$ck" 2 128 1 1 > "$tmp/3" 2>>"$tmp/err" &
+"$py" reading_gap.py "$ck" 3 128 1 1 > "$tmp/4" 2>>"$tmp/err" &
+wait -n; wait -n
 { echo "## $label ($ck)"; cat "$tmp/1" "$tmp/2" "$tmp/3" "$tmp/4"; } | sed "s#$root/##g" >> "$log"
-rm -rf "$tmp"
+touch "$tmp/done"
 tail -5 "$log"
