@@ -16,17 +16,7 @@ STAMP := $(VENV)/.installed
 # CPU cost per phase and in total: reports/lab/RUN.md. On a GPU: make train-lab LAB_DEVICE=cuda
 LAB_DATA ?= scenebench:train@12000+docsynth:train@2000
 # Each phase's step count is its own, in arrcoc_lab/training/phases.py (the notebooks default to it);
-# set one of these to override it, e.g. `make train-lab LAB_STEPS_PHASE0=5000 LAB_STEPS=300`.
-LAB_STEPS_PHASE0 ?=
-LAB_STEPS_PHASE0B ?=
-LAB_STEPS_PHASE0C ?=
-LAB_STEPS_PHASE0D ?=
-LAB_STEPS_PHASE0E ?=
-LAB_STEPS_PHASE0F ?=
-LAB_STEPS_PHASE0G ?=
-LAB_STEPS_PHASE0H ?=
-LAB_STEPS_PHASE0I ?=
-LAB_STEPS_PHASE1A ?=
+# LAB_STEPS_PHASE0 (0B ... 0I, 1A) overrides one, LAB_STEPS phases 1-3's: `make train-lab LAB_STEPS_PHASE0=5000`.
 # what phase0c starts from: phase0b's weights; or, when runs/ is lost, earlier shipped weights
 # (session 19 started it from session 18's, with 1,500 steps: reports/lab/RUN.md)
 LAB_PHASE0C_INIT ?= runs/lab/phase0b/model.safetensors
@@ -45,8 +35,6 @@ LAB_PHASE0H_INIT ?= runs/lab/phase0g/model.safetensors
 # what phase0i starts from: phase0h's weights; when runs/ is lost, the shipped weights of session 25
 # (their downstream is phase0h's; reports/lab/RUN.md says how)
 LAB_PHASE0I_INIT ?= runs/lab/phase0h/model.safetensors
-# phases 1-3 (default: their own, 150 each)
-LAB_STEPS ?=
 LAB_DEVICE ?= cpu
 # phase 0's (and 0b's to 0i's) global batch (cut into token-sorted micro-batches on reading steps)
 LAB_BATCH_PHASE0 ?= 64

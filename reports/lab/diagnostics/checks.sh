@@ -14,12 +14,12 @@ root=$PWD; py=$root/.venv/bin/python
 ck=$(realpath "$ck")
 [ -d "$ck" ] && ck=$ck/model.safetensors  # a checkpoint folder: its weights
 [ -f "$ck" ] || { echo "no weights at $ck" >&2; exit 1; }
-kernel=$(pgrep -f ipykernel_launcher || true)
-[ -n "$kernel" ] && kill -STOP $kernel
-trap '[ -n "$kernel" ] && kill -CONT $kernel' EXIT
-cd reports/lab/diagnostics
 tmp=$(mktemp -d)
-trap '[ -n "$kernel" ] && kill -CONT $kernel; [ -f "$tmp/done" ] || tail -5 "$tmp/err" >&2' EXIT  # a failed check shows its error
+kernel=$(pgrep -f ipykernel_launcher || true)
+# on any exit: the run goes on, a failed check shows its error, the scratch goes
+trap '[ -n "$kernel" ] && kill -CONT $kernel; [ -f "$tmp/done" ] || tail -5 "$tmp/err" >&2; rm -rf "$tmp"' EXIT
+[ -n "$kernel" ] && kill -STOP $kernel
+cd reports/lab/diagnostics
 "$py" reading_gap.py "$ck" 3 128 1 1 3 > "$tmp/1" 2>>"$tmp/err" &
 "$py" gist_levels.py "$ck" 3 3 > "$tmp/2" 2>>"$tmp/err" &
 wait -n; wait -n
