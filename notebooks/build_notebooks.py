@@ -67,6 +67,11 @@ PHASES = {
                                "a step) and the lab CLIP trained as well, at a quarter of the rate: phase 0h read "
                                "signs in 83 % of val full views but landmark and city in 63 % "
                                "(reports/lab/RUN.md, \"Session 25\")."),
+    "10j_phase0j_downstream": ("phase0j", "Phase 0j — downstream pre-training: phase 0i's batches in one sitting",
+                               "Phase 0i's batches from the shipped weights (phase 0h, then phase 1a, whose analyzer "
+                               "it keeps), 600 steps under a gentler peak and with ~3.5 detail full views a step: "
+                               "phase 0i reached val `full` gist 92.5 % and detail 83 % in 2,000 steps, but its "
+                               "weights were lost with `runs/` before they shipped (reports/lab/RUN.md, \"Session 29\")."),
     "11_phase1a_allocator_pretrain": ("phase1a", "Phase 1-A — allocator pre-training on region labels",
                                       "The relevance analyzer learns which cells hold the question's target region "
                                       "(binary cross-entropy per cell) and the tier classifier learns gist → fast, "

@@ -331,6 +331,10 @@ def test_segments_change_the_batches_from_their_step_on(tiny):
     assert ninth.full_gist_share > ninth.full_share and "clip" in ninth.trainable and ninth.lr_scale["clip"] < 1
     assert all(getattr(ninth, f) == getattr(eighth, f) for f in SEGMENT_FIELDS
                if f not in ("full_share", "full_gist_share"))
+    tenth = get_phase("phase0j")  # session 29: phase 0i's batches in one sitting, more detail full views
+    assert tenth.steps < ninth.steps and tenth.lr < ninth.lr and tenth.full_share > ninth.full_share
+    assert (tenth.trainable, tenth.lr_scale, tenth.full_gist_share) == (ninth.trainable, ninth.lr_scale, ninth.full_gist_share)
+    assert all(getattr(tenth, f) == getattr(ninth, f) for f in SEGMENT_FIELDS if f != "full_share")
     two = get_phase("phase0", segments=((100, {"reading_jitter": 0.5}), (200, {"question_states": 1.0})))
     assert [two.at(s).reading_jitter for s in (99, 100, 300)] == [0.0, 0.5, 0.5]  # a later segment keeps what an
     assert [two.at(s).question_states for s in (199, 200)] == [0.0, 1.0]           # earlier one set

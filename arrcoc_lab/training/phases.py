@@ -296,6 +296,15 @@ PHASE0I = continued(PHASE0H, "phase0i", lr=4e-4, warmup=50, steps=2000, full_sha
                     trainable=("compressor", "clip", "adapter", "projector", "llm"),
                     lr_scale={"adapter": 0.1, "clip": 0.25},
                     description="downstream pre-training continued: full views by question kind")
+# session 29: runs/ was lost a second time with phase0i finished but not yet shipped (phase0i reached
+# val full gist 92.5 / detail 83 %, RUN.md "Session 28"). Its batches again, from the shipped weights
+# (phase0h -> phase 1a, whose analyzer it keeps: the allocator does not train here), sized to train,
+# evaluate and ship within one sitting: 600 steps under a gentler peak (phase0i's signs fell from 83 to
+# 66 % in full views by its step 900 at 4e-4), and ~3.5 detail full views a step for the full view's
+# reading (number and code, 74 / 75 % at phase0i's end)
+PHASE0J = continued(PHASE0I, "phase0j", lr=2.5e-4, warmup=30, steps=600, full_share=0.08,
+                    description="downstream pre-training continued from the shipped weights: phase 0i's batches, "
+                                "one sitting")
 
 PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PHASE0,
@@ -307,6 +316,7 @@ PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PHASE0G,
     PHASE0H,
     PHASE0I,
+    PHASE0J,
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
                 lr=2e-3, steps=600, detail_share=0.5, rephrase=0.5, global_relevance=1.0,
                 description="allocator pre-training on region labels and tiers"),
