@@ -72,6 +72,11 @@ PHASES = {
                                "it keeps), 600 steps under a gentler peak and with ~3.5 detail full views a step: "
                                "phase 0i reached val `full` gist 92.5 % and detail 83 % in 2,000 steps, but its "
                                "weights were lost with `runs/` before they shipped (reports/lab/RUN.md, \"Session 29\")."),
+    "10k_phase0k_downstream": ("phase0k", "Phase 0k — downstream pre-training: phase 0j's batches, longer",
+                               "Phase 0j's batches from its weights, 1,400 steps more (phase 0i's 2,000 in all): "
+                               "phase 0j lifted SceneBench test's `full` gist from 80.9 to 85.4 % in 600 steps but "
+                               "not its detail, and in phase 0i the full view's gist went on rising to its end "
+                               "(reports/lab/RUN.md, \"Session 29\")."),
     "11_phase1a_allocator_pretrain": ("phase1a", "Phase 1-A — allocator pre-training on region labels",
                                       "The relevance analyzer learns which cells hold the question's target region "
                                       "(binary cross-entropy per cell) and the tier classifier learns gist → fast, "

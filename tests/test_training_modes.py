@@ -335,6 +335,9 @@ def test_segments_change_the_batches_from_their_step_on(tiny):
     assert tenth.steps < ninth.steps and tenth.lr < ninth.lr and tenth.full_share > ninth.full_share
     assert (tenth.trainable, tenth.lr_scale, tenth.full_gist_share) == (ninth.trainable, ninth.lr_scale, ninth.full_gist_share)
     assert all(getattr(tenth, f) == getattr(ninth, f) for f in SEGMENT_FIELDS if f != "full_share")
+    eleventh = get_phase("phase0k")  # session 29: phase 0j's batches, longer
+    assert eleventh.steps > tenth.steps and all(getattr(eleventh, f) == getattr(tenth, f) for f in SEGMENT_FIELDS)
+    assert (eleventh.trainable, eleventh.lr_scale, eleventh.lr) == (tenth.trainable, tenth.lr_scale, tenth.lr)
     two = get_phase("phase0", segments=((100, {"reading_jitter": 0.5}), (200, {"question_states": 1.0})))
     assert [two.at(s).reading_jitter for s in (99, 100, 300)] == [0.0, 0.5, 0.5]  # a later segment keeps what an
     assert [two.at(s).question_states for s in (199, 200)] == [0.0, 1.0]           # earlier one set

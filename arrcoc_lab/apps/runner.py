@@ -31,6 +31,7 @@ NOTEBOOK_FILES = {  # run-phase name → notebook (notebooks/build_notebooks.py 
     "phase0h": "10h_phase0h_downstream.ipynb",
     "phase0i": "10i_phase0i_downstream.ipynb",
     "phase0j": "10j_phase0j_downstream.ipynb",
+    "phase0k": "10k_phase0k_downstream.ipynb",
     "phase1a": "11_phase1a_allocator_pretrain.ipynb",
     "phase1": "12_phase1_allocator_adapter.ipynb",
     "phase2": "13_phase2_clip_adapter.ipynb",

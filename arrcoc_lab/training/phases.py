@@ -305,6 +305,12 @@ PHASE0I = continued(PHASE0H, "phase0i", lr=4e-4, warmup=50, steps=2000, full_sha
 PHASE0J = continued(PHASE0I, "phase0j", lr=2.5e-4, warmup=30, steps=600, full_share=0.08,
                     description="downstream pre-training continued from the shipped weights: phase 0i's batches, "
                                 "one sitting")
+# session 29: phase 0j (600 steps) lifted SceneBench test's full-view gist from 80.9 to 85.4 % but its
+# detail fell from 78.7 to 76.3 % (RUN.md, "Session 29"); in phase 0i the full view's landmark and
+# city went on rising to step 2,000. So phase 0j's batches go on, longer, from its weights: 600 + 1,400
+# steps, phase 0i's length
+PHASE0K = continued(PHASE0J, "phase0k", steps=1400,
+                    description="downstream pre-training continued: phase 0j's batches, longer")
 
 PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PHASE0,
@@ -317,6 +323,7 @@ PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PHASE0H,
     PHASE0I,
     PHASE0J,
+    PHASE0K,
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
                 lr=2e-3, steps=600, detail_share=0.5, rephrase=0.5, global_relevance=1.0,
                 description="allocator pre-training on region labels and tiers"),
