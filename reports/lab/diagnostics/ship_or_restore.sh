@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Candidate weights -> shipped or restored (reports/lab/RUN.md, "Where it is"): export WEIGHTS as the
 # shipped lab weights, run the evaluation (~11-15 min), and apply the ship rule against the committed
-# evaluation (git HEAD): 64-token `arrcoc` gist and detail no worse (to the question: 1 of 1,200 / 600),
-# and `full` gist and detail both better. Ships: the model card gets the table (export --evaluation).
+# evaluation (git HEAD): 64-token `arrcoc` gist and detail no worse, and `full` gist and detail both
+# better. Ships: the model card gets the table (export --evaluation).
 # Else: the candidate's evaluation is kept in OUT (default runs/lab/<name>_evaluation) and the shipped
 # weights and reports/lab/evaluation/ are restored from git. Exit 0 shipped, 3 not shipped, 1 failed.
 # Usage: bash reports/lab/diagnostics/ship_or_restore.sh runs/lab/phase0k/model.safetensors [OUT]
@@ -17,8 +17,9 @@ PY=.venv/bin/python
 restore() { git checkout -q HEAD -- arrcoc_lab/weights/lab reports/lab/evaluation; }
 $PY -m arrcoc_lab export "$weights" || { restore; exit 1; }
 $PY -m arrcoc_lab run-phase evaluation || { restore; exit 1; }
-git show HEAD:reports/lab/evaluation/metrics.json > /tmp/ship_rule_shipped.json
-$PY - /tmp/ship_rule_shipped.json reports/lab/evaluation/metrics.json <<'PY'
+shipped=$(mktemp) && trap 'rm -f "$shipped"' EXIT
+git show HEAD:reports/lab/evaluation/metrics.json > "$shipped"
+$PY - "$shipped" reports/lab/evaluation/metrics.json <<'PY'
 import json, sys
 old, new = (json.load(open(p))["policies"] for p in sys.argv[1:3])
 row = lambda m, p: (m[p]["accuracy_gist"], m[p]["accuracy_detail"])
