@@ -77,6 +77,11 @@ PHASES = {
                                "phase 0j lifted SceneBench test's `full` gist from 80.9 to 85.4 % in 600 steps but "
                                "not its detail, and in phase 0i the full view's gist went on rising to its end "
                                "(reports/lab/RUN.md, \"Session 29\")."),
+    "10l_phase0l_downstream": ("phase0l", "Phase 0l — downstream pre-training: phase 0j's batches in one sitting, longer",
+                               "Phase 0j's batches from the shipped weights, 1,000 steps under a peak of 2 × 10⁻⁴: "
+                               "`runs/` was lost between sittings a third time, phase 0k with it, so a phase that is "
+                               "to ship trains, is evaluated and ships within one sitting "
+                               "(reports/lab/RUN.md, \"Session 30\")."),
     "11_phase1a_allocator_pretrain": ("phase1a", "Phase 1-A — allocator pre-training on region labels",
                                       "The relevance analyzer learns which cells hold the question's target region "
                                       "(binary cross-entropy per cell) and the tier classifier learns gist → fast, "

@@ -338,6 +338,10 @@ def test_segments_change_the_batches_from_their_step_on(tiny):
     eleventh = get_phase("phase0k")  # session 29: phase 0j's batches, longer
     assert eleventh.steps > tenth.steps and all(getattr(eleventh, f) == getattr(tenth, f) for f in SEGMENT_FIELDS)
     assert (eleventh.trainable, eleventh.lr_scale, eleventh.lr) == (tenth.trainable, tenth.lr_scale, tenth.lr)
+    twelfth = get_phase("phase0l")  # session 30: phase 0j's batches in one sitting, longer, a lower peak
+    assert tenth.steps < twelfth.steps < tenth.steps + eleventh.steps and twelfth.lr < tenth.lr
+    assert all(getattr(twelfth, f) == getattr(tenth, f) for f in SEGMENT_FIELDS)
+    assert (twelfth.trainable, twelfth.lr_scale, twelfth.warmup) == (tenth.trainable, tenth.lr_scale, tenth.warmup)
     two = get_phase("phase0", segments=((100, {"reading_jitter": 0.5}), (200, {"question_states": 1.0})))
     assert [two.at(s).reading_jitter for s in (99, 100, 300)] == [0.0, 0.5, 0.5]  # a later segment keeps what an
     assert [two.at(s).question_states for s in (199, 200)] == [0.0, 1.0]           # earlier one set

@@ -311,6 +311,13 @@ PHASE0J = continued(PHASE0I, "phase0j", lr=2.5e-4, warmup=30, steps=600, full_sh
 # steps, phase 0i's length
 PHASE0K = continued(PHASE0J, "phase0k", steps=1400,
                     description="downstream pre-training continued: phase 0j's batches, longer")
+# session 30: runs/ was lost a third time between sittings (phase0k at its step 500 with it), so a phase
+# that is to ship must train, be evaluated and ship within one sitting (~35 min of it the feature
+# cache). Phase 0j's batches from the shipped weights once more, under one schedule as long as a sitting
+# allows (1,000 steps, ~1.5 h here) and a lower peak still: phase 0j's full-view detail fell at 2.5e-4
+PHASE0L = continued(PHASE0J, "phase0l", lr=2e-4, steps=1000,
+                    description="downstream pre-training continued from the shipped weights: phase 0j's batches, "
+                                "as long as one sitting allows")
 
 PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PHASE0,
@@ -324,6 +331,7 @@ PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PHASE0I,
     PHASE0J,
     PHASE0K,
+    PHASE0L,
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
                 lr=2e-3, steps=600, detail_share=0.5, rephrase=0.5, global_relevance=1.0,
                 description="allocator pre-training on region labels and tiers"),
