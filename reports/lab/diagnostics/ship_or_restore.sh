@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Candidate weights -> shipped or restored (reports/lab/RUN.md, "Where it is"): export WEIGHTS as the
 # shipped lab weights, run the evaluation (~11-15 min), and apply the ship rule against the committed
-# evaluation (git HEAD): 64-token `arrcoc` gist and detail no worse, and `full` gist and detail both
-# better. Ships: the model card gets the table (export --evaluation).
+# evaluation (git HEAD), fixed in session 30 before its candidate was evaluated: every bar of issue 15
+# the shipped weights meet is still met; 64-token `arrcoc` gist and detail and `full` gist and detail
+# each at most 1 point below the shipped (1 point is ~6 of SceneBench test's 600 detail questions, half
+# a binomial standard error); and `full` closer to its bars (90 % gist, 85 % detail) by at least 1
+# point, the two shortfalls summed. Ships: the model card gets the table (export --evaluation).
 # Else: the candidate's evaluation is kept in OUT (default runs/lab/<name>_evaluation) and the shipped
 # weights and reports/lab/evaluation/ are restored from git. Exit 0 shipped, 3 not shipped, 1 failed.
 # Usage: bash reports/lab/diagnostics/ship_or_restore.sh runs/lab/phase0k/model.safetensors [OUT]
@@ -21,13 +24,19 @@ shipped=$(mktemp) && trap 'rm -f "$shipped"' EXIT
 git show HEAD:reports/lab/evaluation/metrics.json > "$shipped"
 $PY - "$shipped" reports/lab/evaluation/metrics.json <<'PY'
 import json, sys
-old, new = (json.load(open(p))["policies"] for p in sys.argv[1:3])
-row = lambda m, p: (m[p]["accuracy_gist"], m[p]["accuracy_detail"])
+old, new = (json.load(open(p)) for p in sys.argv[1:3])
+row = lambda m, p: (m["policies"][p]["accuracy_gist"], m["policies"][p]["accuracy_detail"])
+short = lambda g, d: max(0.0, 0.90 - g) + max(0.0, 0.85 - d)  # the full view's distance to its bars
 (og, od), (ng, nd) = row(old, "arrcoc"), row(new, "arrcoc")
 (fg, fd), (mg, md) = row(old, "full"), row(new, "full")
 print(f"arrcoc at 64 gist / detail: {og:.1%} / {od:.1%} shipped, {ng:.1%} / {nd:.1%} candidate")
 print(f"full gist / detail:         {fg:.1%} / {fd:.1%} shipped, {mg:.1%} / {md:.1%} candidate")
-ok = ng >= og - 1e-9 and nd >= od - 1e-9 and mg > fg and md > fd
+print(f"full's shortfall to its bars: {short(fg, fd):.1%} shipped, {short(mg, md):.1%} candidate")
+lost = [b for b, v in old["bars"].items() if v["met"] and not new["bars"].get(b, {}).get("met")]
+print(f"bars lost: {lost or 'none'}")
+tol = 0.01
+ok = (not lost and min(ng - og, nd - od, mg - fg, md - fd) >= -tol - 1e-9
+      and short(mg, md) <= short(fg, fd) - tol + 1e-9)
 print("ships" if ok else "not shipped")
 sys.exit(0 if ok else 3)
 PY
