@@ -82,6 +82,10 @@ PHASES = {
                                "`runs/` was lost between sittings a third time, phase 0k with it, so a phase that is "
                                "to ship trains, is evaluated and ships within one sitting "
                                "(reports/lab/RUN.md, \"Session 30\")."),
+    "10m_phase0m_downstream": ("phase0m", "Phase 0m — downstream pre-training: phase 0l's batches, more of the top level",
+                               "Phase 0l's batches from its shipped weights, 1,000 steps under a peak of 1.5 × 10⁻⁴, "
+                               "with 40 % of reading steps at the top level (30 % before): the full view's detail "
+                               "follows how well the top level is read (reports/lab/RUN.md, \"Session 31\")."),
     "11_phase1a_allocator_pretrain": ("phase1a", "Phase 1-A — allocator pre-training on region labels",
                                       "The relevance analyzer learns which cells hold the question's target region "
                                       "(binary cross-entropy per cell) and the tier classifier learns gist → fast, "

@@ -342,6 +342,10 @@ def test_segments_change_the_batches_from_their_step_on(tiny):
     assert tenth.steps < twelfth.steps < tenth.steps + eleventh.steps and twelfth.lr < tenth.lr
     assert all(getattr(twelfth, f) == getattr(tenth, f) for f in SEGMENT_FIELDS)
     assert (twelfth.trainable, twelfth.lr_scale, twelfth.warmup) == (tenth.trainable, tenth.lr_scale, tenth.warmup)
+    thirteenth = get_phase("phase0m")  # session 31: phase 0l's batches, more of the top level, a lower peak
+    assert thirteenth.steps == twelfth.steps and thirteenth.lr < twelfth.lr
+    assert thirteenth.reading_top_share > twelfth.reading_top_share
+    assert all(getattr(thirteenth, f) == getattr(twelfth, f) for f in SEGMENT_FIELDS if f != "reading_top_share")
     two = get_phase("phase0", segments=((100, {"reading_jitter": 0.5}), (200, {"question_states": 1.0})))
     assert [two.at(s).reading_jitter for s in (99, 100, 300)] == [0.0, 0.5, 0.5]  # a later segment keeps what an
     assert [two.at(s).question_states for s in (199, 200)] == [0.0, 1.0]           # earlier one set

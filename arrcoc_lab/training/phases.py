@@ -318,6 +318,14 @@ PHASE0K = continued(PHASE0J, "phase0k", steps=1400,
 PHASE0L = continued(PHASE0J, "phase0l", lr=2e-4, steps=1000,
                     description="downstream pre-training continued from the shipped weights: phase 0j's batches, "
                                 "as long as one sitting allows")
+# session 31: phase 0l shipped (SceneBench test full gist 80.9 -> 88.2 %, detail 78.7 -> 78.3 %; RUN.md
+# "Session 31"). The full view's detail follows the top level's reading (val: 79 % of signs read at the
+# top level, others at minimum, and 80 % full-view detail; code 63 % on test), so its batches go on
+# from its weights with more reading steps at the top level (0.3 -> 0.4; level 2 keeps 60 % of them)
+# under a lower peak still, one sitting again
+PHASE0M = continued(PHASE0L, "phase0m", lr=1.5e-4, reading_top_share=0.4,
+                    description="downstream pre-training continued from the shipped weights: phase 0l's batches, "
+                                "more of the top level")
 
 PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PHASE0,
@@ -332,6 +340,7 @@ PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PHASE0J,
     PHASE0K,
     PHASE0L,
+    PHASE0M,
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
                 lr=2e-3, steps=600, detail_share=0.5, rephrase=0.5, global_relevance=1.0,
                 description="allocator pre-training on region labels and tiers"),
