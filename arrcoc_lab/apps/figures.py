@@ -2,8 +2,8 @@
 
     python -m arrcoc_lab.apps.figures --out docs/figures          # two_questions.png + the data previews
 
-`two_questions.png` is the workbench in one picture: one shipped example, two questions about
-different parts of it, the same budget, and the two allocations side by side (tokens per cell over
+`two_questions.png` is the workbench in one picture: one shipped example, two questions (one sign's
+text, the whole scene's city), the same budget, and the two allocations side by side (tokens per cell over
 the image, with the colour bar and the answers). Screenshots of the demo and the inspector come from
 the browser tests (`make figures` runs them with ARRCOC_UPDATE_FIGURES=1).
 """
@@ -19,8 +19,11 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 DPI = 150
-HERO_EXAMPLE = "scenebench-paris"
-HERO_QUESTIONS = ("What does the billboard say?", "Read the number on the blue sign.")
+# a fine-detail question and a gist question about one shipped scene: the allocation the budget gets
+# for reading one sign against the one for the whole scene (session 31: agra, whose billboard the
+# shipped weights read at 64 tokens; the seeds' paris billboard they read a character off)
+HERO_EXAMPLE = "scenebench-agra"
+HERO_QUESTIONS = ("What does the billboard say?", "What city is this?")
 
 
 def two_questions_figure(pipe, image: np.ndarray, questions: Sequence[str], budget: int = 64,
