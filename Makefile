@@ -75,8 +75,8 @@ runs/lab/phase0h/model.safetensors: $(LAB_PHASE0H_INIT)
 	$(call phase0_from,phase0h,$(LAB_STEPS_PHASE0H))
 runs/lab/phase0i/model.safetensors: $(LAB_PHASE0I_INIT)
 	$(call phase0_from,phase0i,$(LAB_STEPS_PHASE0I))
-# the phase-0 continuation that phase 1a starts from: phase0h's, whose downstream is shipped; phase0i
-# (sessions 26-, in progress) takes its place when it ships (make train-lab LAB_DOWNSTREAM=phase0i)
+# the phase-0 continuation that phase 1a starts from: phase0h's (the shipped downstream then trains on
+# in phase0l and phase0m, below); `make train-lab LAB_DOWNSTREAM=phase0i` starts it from phase0i's instead
 LAB_DOWNSTREAM ?= phase0h
 runs/lab/phase1a/model.safetensors: runs/lab/$(LAB_DOWNSTREAM)/model.safetensors
 	$(call phase_from,phase1a,$(call steps,$(LAB_STEPS_PHASE1A)))

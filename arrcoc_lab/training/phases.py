@@ -319,10 +319,12 @@ PHASE0L = continued(PHASE0J, "phase0l", lr=2e-4, steps=1000,
                     description="downstream pre-training continued from the shipped weights: phase 0j's batches, "
                                 "as long as one sitting allows")
 # session 31: phase 0l shipped (SceneBench test full gist 80.9 -> 88.2 %, detail 78.7 -> 78.3 %; RUN.md
-# "Session 31"). The full view's detail follows the top level's reading (val: 79 % of signs read at the
-# top level, others at minimum, and 80 % full-view detail; code 63 % on test), so its batches go on
-# from its weights with more reading steps at the top level (0.3 -> 0.4; level 2 keeps 60 % of them)
-# under a lower peak still, one sitting again
+# "Session 31"). The full view's detail looked bound by the top level's reading (val: 79 % of signs read
+# at the top level, others at minimum, and 80 % full-view detail; code 63 % on test), so its batches go
+# on from its (fp32) weights with more reading steps at the top level (0.3 -> 0.4; level 2 keeps 60 %
+# of them) under a lower peak still, one sitting again. Shipped in session 31 (full gist 90.1 %, detail
+# 79.2 %); on val the top level read better (82 %) but the full view's detail fell (75 %), so that
+# bound is not the whole story
 PHASE0M = continued(PHASE0L, "phase0m", lr=1.5e-4, reading_top_share=0.4,
                     description="downstream pre-training continued from the shipped weights: phase 0l's batches, "
                                 "more of the top level")
