@@ -86,6 +86,11 @@ PHASES = {
                                "Phase 0l's batches from its shipped weights, 1,000 steps under a peak of 1.5 × 10⁻⁴, "
                                "with 40 % of reading steps at the top level (30 % before): the full view's detail "
                                "follows how well the top level is read (reports/lab/RUN.md, \"Session 31\")."),
+    "10n_phase0n_downstream": ("phase0n", "Phase 0n — downstream pre-training: phase 0m's batches, twice the detail full views",
+                               "Phase 0m's batches from its shipped weights, 700 steps under its peak of 1.5 × 10⁻⁴, "
+                               "with twice the detail questions at the full view (~7 a step instead of ~3.5): the full "
+                               "view's detail is the one bar missed, and it did not follow the top level's reading in "
+                               "reading views (reports/lab/RUN.md, \"Session 31\")."),
     "11_phase1a_allocator_pretrain": ("phase1a", "Phase 1-A — allocator pre-training on region labels",
                                       "The relevance analyzer learns which cells hold the question's target region "
                                       "(binary cross-entropy per cell) and the tier classifier learns gist → fast, "

@@ -94,6 +94,7 @@ NOTEBOOKS = {
     "10k_phase0k_downstream": (PHASE_SMALL, check_phase),
     "10l_phase0l_downstream": (PHASE_SMALL, check_phase),
     "10m_phase0m_downstream": (PHASE_SMALL, check_phase),
+    "10n_phase0n_downstream": (PHASE_SMALL, check_phase),
     "11_phase1a_allocator_pretrain": (PHASE_SMALL, check_phase),
     "12_phase1_allocator_adapter": (PHASE_SMALL, check_phase),
     "13_phase2_clip_adapter": (PHASE_SMALL, check_phase),

@@ -346,6 +346,10 @@ def test_segments_change_the_batches_from_their_step_on(tiny):
     assert thirteenth.steps == twelfth.steps and thirteenth.lr < twelfth.lr
     assert thirteenth.reading_top_share > twelfth.reading_top_share
     assert all(getattr(thirteenth, f) == getattr(twelfth, f) for f in SEGMENT_FIELDS if f != "reading_top_share")
+    fourteenth = get_phase("phase0n")  # session 32: phase 0m's batches, twice the detail full views, one sitting
+    assert fourteenth.steps < thirteenth.steps and fourteenth.lr == thirteenth.lr
+    assert fourteenth.full_share == 2 * thirteenth.full_share and fourteenth.full_gist_share == thirteenth.full_gist_share
+    assert all(getattr(fourteenth, f) == getattr(thirteenth, f) for f in SEGMENT_FIELDS if f != "full_share")
     two = get_phase("phase0", segments=((100, {"reading_jitter": 0.5}), (200, {"question_states": 1.0})))
     assert [two.at(s).reading_jitter for s in (99, 100, 300)] == [0.0, 0.5, 0.5]  # a later segment keeps what an
     assert [two.at(s).question_states for s in (199, 200)] == [0.0, 1.0]           # earlier one set

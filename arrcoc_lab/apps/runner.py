@@ -34,6 +34,7 @@ NOTEBOOK_FILES = {  # run-phase name → notebook (notebooks/build_notebooks.py 
     "phase0k": "10k_phase0k_downstream.ipynb",
     "phase0l": "10l_phase0l_downstream.ipynb",
     "phase0m": "10m_phase0m_downstream.ipynb",
+    "phase0n": "10n_phase0n_downstream.ipynb",
     "phase1a": "11_phase1a_allocator_pretrain.ipynb",
     "phase1": "12_phase1_allocator_adapter.ipynb",
     "phase2": "13_phase2_clip_adapter.ipynb",
