@@ -283,7 +283,7 @@ def test_run_phase_quickstart_writes_a_run_folder_and_report_runs_keep_reports(t
     assert [Path(out).relative_to(tmp_path).as_posix() if Path(out).is_absolute() else out for out, _ in ran] == [
         "runs/quickstart/00_quickstart.ipynb", "reports/quickstart/00_quickstart.ipynb", "mine/00_quickstart.ipynb"]
     assert [p["output_dir"] for _, p in ran] == ["runs/quickstart", "reports/quickstart", "mine"]
-    for phase in ("phase0", "phase0b", "phase0c", "phase0d", "phase0e", "phase0f", "phase0g", "phase0h", "phase0i", "phase0j", "phase0k", "phase0l", "phase0m", "phase0n", "phase1a", "phase1", "phase2", "phase3", "evaluation", "probe", "reading", "benchmark"):
+    for phase in (name for name in runner.NOTEBOOK_FILES if name not in runner.TOURS):
         assert runner.default_output_dir(phase) == f"reports/lab/{phase}"
         assert runner.default_output_dir(phase, update_reports=True) == f"reports/lab/{phase}"
 

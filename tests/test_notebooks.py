@@ -1,6 +1,7 @@
 """Every notebook runs under papermill with small parameters and produces its outputs.
 
-Add a notebook by adding an entry to NOTEBOOKS: its small parameters and a check of what it wrote.
+Add a notebook by adding an entry to NOTEBOOKS: its small parameters and a check of what it wrote
+(a phase-0 continuation, phase0b, phase0c, …, gets its entry from the phase table).
 Notebooks run with the kernel of the interpreter running the tests (a kernel spec in a temporary
 JUPYTER_PATH), from the notebooks/ directory, into a temporary directory.
 """
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+
+from arrcoc_lab.apps.runner import CONTINUATION, NOTEBOOK_FILES
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 SHIPPED = NOTEBOOK_DIR.parent / "arrcoc_lab" / "weights" / "lab" / "model.safetensors"
@@ -82,19 +85,8 @@ NOTEBOOKS = {
     "09_encoder_pretrain": ({"steps": 2, "batch_size": 2, "n_scenes": 4, "probe_scenes": 12, "probe_epochs": 1,
                              "cache_dir": "{cache}", "run_dir": "{tmp}/run", "resume": False}, check_encoder),
     "10_phase0_downstream": (PHASE_SMALL, check_phase),
-    "10b_phase0b_downstream": (PHASE_SMALL, check_phase),
-    "10c_phase0c_downstream": (PHASE_SMALL, check_phase),
-    "10d_phase0d_downstream": (PHASE_SMALL, check_phase),
-    "10e_phase0e_downstream": (PHASE_SMALL, check_phase),
-    "10f_phase0f_downstream": (PHASE_SMALL, check_phase),
-    "10g_phase0g_downstream": (PHASE_SMALL, check_phase),
-    "10h_phase0h_downstream": (PHASE_SMALL, check_phase),
-    "10i_phase0i_downstream": (PHASE_SMALL, check_phase),
-    "10j_phase0j_downstream": (PHASE_SMALL, check_phase),
-    "10k_phase0k_downstream": (PHASE_SMALL, check_phase),
-    "10l_phase0l_downstream": (PHASE_SMALL, check_phase),
-    "10m_phase0m_downstream": (PHASE_SMALL, check_phase),
-    "10n_phase0n_downstream": (PHASE_SMALL, check_phase),
+    **{Path(f).stem: (PHASE_SMALL, check_phase) for name, f in NOTEBOOK_FILES.items()  # phase0b, phase0c, …
+       if CONTINUATION.fullmatch(name)},
     "11_phase1a_allocator_pretrain": (PHASE_SMALL, check_phase),
     "12_phase1_allocator_adapter": (PHASE_SMALL, check_phase),
     "13_phase2_clip_adapter": (PHASE_SMALL, check_phase),
@@ -230,3 +222,14 @@ def test_committed_notebooks_are_what_their_builders_write(tmp_path, monkeypatch
     assert len(written) == len(builders.PHASES) + 5
     stale = [n for n in written if (tmp_path / n).read_bytes() != (NOTEBOOK_DIR / n).read_bytes()]
     assert not stale, f"rebuild with `python notebooks/build_notebooks.py` (and build_*.py): {stale}"
+
+
+def test_every_phase_has_its_notebook_and_every_notebook_a_smoke_run():
+    """A phase added to training/phases.py is runnable by `run-phase` (its notebook written by a builder
+    and committed) and smoke-run here; uniform_ft alone is trained by `arrcoc-lab train`."""
+    from arrcoc_lab.training.phases import PHASES
+
+    assert set(PHASES) - set(NOTEBOOK_FILES) == {"uniform_ft"}
+    missing = [f for f in NOTEBOOK_FILES.values() if not (NOTEBOOK_DIR / f).is_file()]
+    assert not missing, f"no notebook (add the phase to notebooks/build_notebooks.py PHASES and rebuild): {missing}"
+    assert {Path(f).stem for f in NOTEBOOK_FILES.values()} == set(NOTEBOOKS)

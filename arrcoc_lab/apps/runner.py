@@ -11,30 +11,29 @@ from __future__ import annotations
 import ast
 import logging
 import os
+import re
 from pathlib import Path
 
 from ..errors import InputError
+from ..training.phases import PHASES
 
 log = logging.getLogger(__name__)
 NOTEBOOKS_ENV = "ARRCOC_NOTEBOOKS"  # a folder holding the phase notebooks, for an installed (non-checkout) package
 
 
+CONTINUATION = re.compile(r"phase0([a-z])")  # a phase-0 continuation's name (phase0b, phase0c, …)
+
+
+def _continuations() -> dict[str, str]:
+    """The phase-0 continuations of the phase table, each with its notebook 10<letter>_<name>_downstream,
+    so that a new one is a phase (training/phases.py) and a notebook builder entry, nothing more here."""
+    return {name: f"10{m[1]}_{name}_downstream.ipynb" for name in PHASES if (m := CONTINUATION.fullmatch(name))}
+
+
 NOTEBOOK_FILES = {  # run-phase name → notebook (notebooks/build_notebooks.py writes the phase ones)
     "encoder": "09_encoder_pretrain.ipynb",  # notebooks/build_encoder.py
     "phase0": "10_phase0_downstream.ipynb",
-    "phase0b": "10b_phase0b_downstream.ipynb",
-    "phase0c": "10c_phase0c_downstream.ipynb",
-    "phase0d": "10d_phase0d_downstream.ipynb",
-    "phase0e": "10e_phase0e_downstream.ipynb",
-    "phase0f": "10f_phase0f_downstream.ipynb",
-    "phase0g": "10g_phase0g_downstream.ipynb",
-    "phase0h": "10h_phase0h_downstream.ipynb",
-    "phase0i": "10i_phase0i_downstream.ipynb",
-    "phase0j": "10j_phase0j_downstream.ipynb",
-    "phase0k": "10k_phase0k_downstream.ipynb",
-    "phase0l": "10l_phase0l_downstream.ipynb",
-    "phase0m": "10m_phase0m_downstream.ipynb",
-    "phase0n": "10n_phase0n_downstream.ipynb",
+    **_continuations(),
     "phase1a": "11_phase1a_allocator_pretrain.ipynb",
     "phase1": "12_phase1_allocator_adapter.ipynb",
     "phase2": "13_phase2_clip_adapter.ipynb",
