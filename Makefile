@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed
 # CPU cost per phase and in total: reports/lab/RUN.md. On a GPU: make train-lab LAB_DEVICE=cuda
 LAB_DATA ?= scenebench:train@12000+docsynth:train@2000
 # Each phase's step count is its own, in arrcoc_lab/training/phases.py (the notebooks default to it);
-# LAB_STEPS_PHASE0 (0B ... 0I, 0L, 0M, 1A) overrides one, LAB_STEPS phases 1-3's: `make train-lab LAB_STEPS_PHASE0=5000`.
+# LAB_STEPS_PHASE0 (0B ... 0I, 0L, 0M, 0N, 1A) overrides one, LAB_STEPS phases 1-3's: `make train-lab LAB_STEPS_PHASE0=5000`.
 # what phase0c starts from: phase0b's weights; or, when runs/ is lost, earlier shipped weights
 # (session 19 started it from session 18's, with 1,500 steps: reports/lab/RUN.md)
 LAB_PHASE0C_INIT ?= runs/lab/phase0b/model.safetensors
@@ -54,7 +54,7 @@ define phase_from
 $(call fresh,$(1))
 $(LAB_RUN) $(1) $(LAB_COMMON) $(2) -p init_from $<
 endef
-# a phase-0 continuation (phase0b to phase0m): $(1) the phase, $(2) its step count, at phase 0's batch
+# a phase-0 continuation (phase0b to phase0n): $(1) the phase, $(2) its step count, at phase 0's batch
 phase0_from = $(call phase_from,$(1),$(call steps,$(2)) -p batch_size $(LAB_BATCH_PHASE0))
 
 runs/lab/phase0/model.safetensors: | $(STAMP)
@@ -76,7 +76,7 @@ runs/lab/phase0h/model.safetensors: $(LAB_PHASE0H_INIT)
 runs/lab/phase0i/model.safetensors: $(LAB_PHASE0I_INIT)
 	$(call phase0_from,phase0i,$(LAB_STEPS_PHASE0I))
 # the phase-0 continuation that phase 1a starts from: phase0h's (the shipped downstream then trains on
-# in phase0l and phase0m, below); `make train-lab LAB_DOWNSTREAM=phase0i` starts it from phase0i's instead
+# in phases 0l, 0m and 0n, below); `make train-lab LAB_DOWNSTREAM=phase0i` starts it from phase0i's instead
 LAB_DOWNSTREAM ?= phase0h
 runs/lab/phase1a/model.safetensors: runs/lab/$(LAB_DOWNSTREAM)/model.safetensors
 	$(call phase_from,phase1a,$(call steps,$(LAB_STEPS_PHASE1A)))
@@ -87,17 +87,20 @@ runs/lab/phase0l/model.safetensors: runs/lab/phase1a/model.safetensors
 # phase 0l's batches from its weights, 40 % of reading steps at the top level (shipped in session 31)
 runs/lab/phase0m/model.safetensors: runs/lab/phase0l/model.safetensors
 	$(call phase0_from,phase0m,$(LAB_STEPS_PHASE0M))
+# phase 0m's batches from its weights, twice the detail full views (shipped in session 32)
+runs/lab/phase0n/model.safetensors: runs/lab/phase0m/model.safetensors
+	$(call phase0_from,phase0n,$(LAB_STEPS_PHASE0N))
 runs/lab/phase1/model.safetensors: runs/lab/phase1a/model.safetensors
 	$(call phase_from,phase1,$(call steps,$(LAB_STEPS)))
 runs/lab/phase2/model.safetensors: runs/lab/phase1/model.safetensors
 	$(call phase_from,phase2,$(call steps,$(LAB_STEPS)))
 runs/lab/phase3/model.safetensors: runs/lab/phase2/model.safetensors
 	$(call phase_from,phase3,$(call steps,$(LAB_STEPS)))
-# The phase whose weights are shipped: phase 0m since session 31 (phase 1a's analyzer and allocator,
-# the downstream trained on by phases 0l and 0m); phase 1a alone from session 19, as phases 1-3 (Gumbel allocator,
+# The phase whose weights are shipped: phase 0n since session 32 (phase 1a's analyzer and allocator,
+# the downstream trained on by phases 0l, 0m and 0n); phase 1a alone from session 19, as phases 1-3 (Gumbel allocator,
 # CLIP, end to end) lowered val fine detail from 15 % to 6 % and the downstream's reading of signs
 # (reports/lab/RUN.md, "Session 19"); `make train-lab LAB_LAST=phase3` runs and ships them.
-LAB_LAST ?= phase0m
+LAB_LAST ?= phase0n
 # export writes the shipped folder (weights, config.json, model card); once evaluated, the card gets its table
 runs/lab/export.done: runs/lab/$(LAB_LAST)/model.safetensors
 	$(PY) -m arrcoc_lab export $<
