@@ -250,6 +250,32 @@ def test_count_share_draws_that_share_of_counting_questions(tiny):
         get_phase("phase0", count_share=0.1, detail_share=None)
 
 
+def test_detail_weights_weigh_the_detail_families_within_the_detail_share(tiny):
+    """detail_weights: a weighted family is drawn that much more often among the detail questions,
+    the detail share kept; unset, the draw is the one runs were trained with; unknown families,
+    weights ≤ 0 and weights without detail_share are refused, naming what exists."""
+    pipe, data, cfg = tiny
+    big = dataclasses.replace(cfg, batch_size=6)
+    drawn = lambda ph: [i for s in range(60) for i in sample_indices(data, ph, s, big)]
+    detail = np.array([d == "detail" for d in data.difficulty])
+    families = sorted(set(data.family[detail]))
+    assert len(families) >= 2  # the tiny mix has more than one detail family to weigh
+    heavy = families[0]
+    share_of = lambda ph: np.mean([data.family[i] == heavy for i in drawn(ph) if detail[i]])
+    plain = get_phase("phase0", steps=10, detail_share=0.5, segments=())
+    weighted = dataclasses.replace(plain, detail_weights={heavy: 4.0})
+    assert share_of(weighted) > 1.8 * share_of(plain)  # (drawn without replacement, 6 of 24: short of 4x)
+    assert abs(np.mean(detail[drawn(weighted)]) - np.mean(detail[drawn(plain)])) < 0.1
+    assert all(np.array_equal(sample_indices(data, plain, s, big),
+                              sample_indices(data, dataclasses.replace(plain, detail_weights={}), s, big)) for s in range(3))
+    with pytest.raises(InputError, match="known: .*'code'"):
+        get_phase("phase0", detail_share=0.5, detail_weights={"kode": 2.0})
+    with pytest.raises(InputError, match="detail_weights"):
+        get_phase("phase0", detail_share=0.5, detail_weights={"code": 0.0})
+    with pytest.raises(InputError, match="detail_weights"):
+        get_phase("phase1a", detail_share=None, detail_weights={"code": 2.0})
+
+
 def test_gist_weight_weighs_gist_answers_and_keeps_the_loss_scale(tiny):
     """gist_weight: a gist sample's answer loss counts that many detail samples'; the weights average 1
     over the global batch (so processes and chunks add up), and weight 1 is the plain mean."""

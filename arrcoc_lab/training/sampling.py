@@ -52,6 +52,11 @@ class TrainData:
         return np.array([d == "detail" for d in self.difficulty], dtype=bool)
 
     @functools.cached_property
+    def family(self) -> np.ndarray:
+        """Per sample: its question's family (family_of), parsed once."""
+        return np.array([family_of(q) for q in self.questions])
+
+    @functools.cached_property
     def spot_family(self) -> np.ndarray:
         """Per sample: a question about the landmark (GIST_SPOT_FAMILIES), parsed once."""
         return np.array([family_of(q) in GIST_SPOT_FAMILIES for q in self.questions], dtype=bool)
@@ -134,7 +139,8 @@ def sample_indices(data: TrainData, phase: PhaseConfig, step: int, cfg: TrainCon
     """The global batch of `step`, drawn without replacement; `phase.detail_share` reweights the
     draw so that share of the batch (in expectation) is fine-detail questions, `phase.spot_share`
     (when set) so that share is questions about the landmark, and `phase.count_share` (when set)
-    so that share is counting questions; the other gist questions share what is left."""
+    so that share is counting questions; the other gist questions share what is left.
+    `phase.detail_weights` weighs the detail families against each other within the detail share."""
     rng = np.random.default_rng([cfg.seed, step])
     if phase.detail_share is None:
         return rng.choice(len(data), size=cfg.batch_size, replace=False)
@@ -143,6 +149,9 @@ def sample_indices(data: TrainData, phase: PhaseConfig, step: int, cfg: TrainCon
     if n_detail in (0, len(data)):
         return rng.choice(len(data), size=cfg.batch_size, replace=False)
     p = np.where(detail, phase.detail_share / n_detail, (1 - phase.detail_share) / (len(data) - n_detail))
+    if phase.detail_weights:
+        weight = np.where(detail, [phase.detail_weights.get(f, 1.0) for f in data.family], 0.0)
+        p = np.where(detail, phase.detail_share * weight / weight.sum(), p)
     groups = [(getattr(data, mask) & ~detail, share) for mask, share in
               (("spot_family", phase.spot_share), ("count_family", phase.count_share)) if share is not None]
     groups = [(mask, share) for mask, share in groups if mask.any()]
