@@ -58,10 +58,8 @@ class PhaseConfig:
     # rows; sampling.COUNT_FAMILIES), the gist rest from the others; None = as in the data. Needs
     # detail_share. ~5 a step in phase 0 stayed at the prior; 32 a step alone learned it (RUN.md, "Session 17")
     count_share: float | None = None
-    # weights of the fine-detail families within detail_share, by family name (data.phrasing.FAMILIES;
-    # a family left out weighs 1): {"code": 2.0} draws each code question twice as often as each formula
-    # question. Needs detail_share. The full view read SceneBench's code in 67 % and number in 76 % of
-    # test questions, formula in 94 % (RUN.md, "Session 32")
+    # detail families weighed within detail_share (data.phrasing.FAMILIES; others weigh 1): {"code": 2.0} draws
+    # each code question twice as often as a formula one. Needs detail_share (RUN.md, "Session 32")
     detail_weights: dict[str, float] = field(default_factory=dict)
     # the answer loss of each gist (not fine-detail) sample counts this many times a detail sample's,
     # the batch's weighted mean kept at the scale of the plain one: in expectation like drawing gist
@@ -136,12 +134,10 @@ class PhaseConfig:
             raise InputError(f"phase {self.name}: count_share needs detail_share and must be in [0, 1 - detail_share "
                              f"- spot_share], got {self.count_share} with detail_share {self.detail_share} and "
                              f"spot_share {self.spot_share}")
-        self.detail_weights = dict(self.detail_weights)
-        bad = set(self.detail_weights) - set(FAMILIES)
-        if bad or any(not w > 0 for w in self.detail_weights.values()) or (self.detail_weights and self.detail_share is None):
-            raise InputError(f"phase {self.name}: detail_weights takes positive weights of question families and needs "
-                             f"detail_share, got {self.detail_weights} with detail_share {self.detail_share}"
-                             + (f"; unknown families {sorted(bad)}, known: {list(FAMILIES)}" if bad else ""))
+        self.detail_weights, w = dict(self.detail_weights), self.detail_weights
+        if set(w) - set(FAMILIES) or any(not v > 0 for v in w.values()) or (w and self.detail_share is None):
+            raise InputError(f"phase {self.name}: detail_weights takes positive weights of question families (known: "
+                             f"{list(FAMILIES)}) and needs detail_share, got {self.detail_weights} with {self.detail_share}")
         if not 0.0 <= self.high_res_steps <= 1.0:
             raise InputError(f"phase {self.name}: high_res_steps must be in [0, 1], got {self.high_res_steps}")
         for name in ("reading_steps", "reading_top_until", "reading_top_share", "reading_jitter", "gist_jitter", "question_states",
@@ -340,15 +336,11 @@ PHASE0L = continued(PHASE0J, "phase0l", lr=2e-4, steps=1000,
 PHASE0M = continued(PHASE0L, "phase0m", lr=1.5e-4, reading_top_share=0.4,
                     description="downstream pre-training continued from the shipped weights: phase 0l's batches, "
                                 "more of the top level")
-# session 32: with phase 0m shipped (SceneBench test full gist 90.1 %, detail 79.2 %: code 65 %,
-# number 77 %) the one bar missed is the full view's detail, and on val it did not follow the top
-# level's reading in reading views (RUN.md "Session 31"). So the full view itself, for detail: twice
-# the detail full views a step (~7 instead of ~3.5; the gist full views, which met their bar, as they
-# were) from phase 0m's (fp32) weights, 700 steps at its peak so that it is trained, evaluated and
-# shipped in one sitting. Shipped in session 32: full detail 80.5 % (code 67 %, formula 94 %), gist 90.3 %
-PHASE0N = continued(PHASE0M, "phase0n", steps=700, full_share=0.16,
-                    description="downstream pre-training continued from the shipped weights: phase 0m's batches, "
-                                "twice the detail full views")
+# session 32: the one bar missed after phase 0m is the full view's detail (79.2 %), which on val did not follow
+# top-level reading (RUN.md "Session 31"): twice the detail full views a step (~7), gist full views as they were,
+# 700 steps at its peak from its fp32 weights, one sitting. Shipped in session 32: full detail 80.5 %, gist 90.3 %
+PHASE0N = continued(PHASE0M, "phase0n", steps=700, full_share=0.16, description="downstream pre-training "
+                    "continued from the shipped weights: phase 0m's batches, twice the detail full views")
 
 PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PHASE0,
