@@ -134,7 +134,7 @@ class PhaseConfig:
             raise InputError(f"phase {self.name}: count_share needs detail_share and must be in [0, 1 - detail_share "
                              f"- spot_share], got {self.count_share} with detail_share {self.detail_share} and "
                              f"spot_share {self.spot_share}")
-        self.detail_weights, w = dict(self.detail_weights), self.detail_weights
+        w = self.detail_weights = dict(self.detail_weights)
         if set(w) - set(FAMILIES) or any(not v > 0 for v in w.values()) or (w and self.detail_share is None):
             raise InputError(f"phase {self.name}: detail_weights takes positive weights of question families (known: "
                              f"{list(FAMILIES)}) and needs detail_share, got {self.detail_weights} with {self.detail_share}")

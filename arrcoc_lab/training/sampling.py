@@ -59,12 +59,12 @@ class TrainData:
     @functools.cached_property
     def spot_family(self) -> np.ndarray:
         """Per sample: a question about the landmark (GIST_SPOT_FAMILIES), parsed once."""
-        return np.array([family_of(q) in GIST_SPOT_FAMILIES for q in self.questions], dtype=bool)
+        return np.isin(self.family, GIST_SPOT_FAMILIES)
 
     @functools.cached_property
     def count_family(self) -> np.ndarray:
         """Per sample: a counting question (COUNT_FAMILIES), parsed once."""
-        return np.array([family_of(q) in COUNT_FAMILIES for q in self.questions], dtype=bool)
+        return np.isin(self.family, COUNT_FAMILIES)
 
     def other_sign(self, i: int):
         """The box of another detail question's region in sample i's scene (None if there is none):
@@ -150,7 +150,9 @@ def sample_indices(data: TrainData, phase: PhaseConfig, step: int, cfg: TrainCon
         return rng.choice(len(data), size=cfg.batch_size, replace=False)
     p = np.where(detail, phase.detail_share / n_detail, (1 - phase.detail_share) / (len(data) - n_detail))
     if phase.detail_weights:
-        weight = np.where(detail, [phase.detail_weights.get(f, 1.0) for f in data.family], 0.0)
+        weight = detail.astype(float)
+        for family, w in phase.detail_weights.items():
+            weight[detail & (data.family == family)] = w
         p = np.where(detail, phase.detail_share * weight / weight.sum(), p)
     groups = [(getattr(data, mask) & ~detail, share) for mask, share in
               (("spot_family", phase.spot_share), ("count_family", phase.count_share)) if share is not None]
