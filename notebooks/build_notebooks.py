@@ -91,6 +91,11 @@ PHASES = {
                                "with twice the detail questions at the full view (~7 a step instead of ~3.5): the full "
                                "view's detail is the one bar missed, and it did not follow the top level's reading in "
                                "reading views (reports/lab/RUN.md, \"Session 31\")."),
+    "10o_phase0o_downstream": ("phase0o", "Phase 0o — downstream pre-training: phase 0n's batches, code and number first",
+                               "Phase 0n's batches from its shipped weights, 700 steps under its peak of 1.5 × 10⁻⁴, "
+                               "with the fine-detail draw weighted to the weak families (code 2, number 1.5, formula 1; "
+                               "their full views with them): the full view's detail is the one bar missed, and phase 0n "
+                               "lifted formula most (reports/lab/RUN.md, \"Session 32\")."),
     "11_phase1a_allocator_pretrain": ("phase1a", "Phase 1-A — allocator pre-training on region labels",
                                       "The relevance analyzer learns which cells hold the question's target region "
                                       "(binary cross-entropy per cell) and the tier classifier learns gist → fast, "

@@ -297,9 +297,7 @@ PHASE0H = continued(PHASE0G, "phase0h", lr=4e-4, warmup=50, steps=3000, full_sha
 # in 63 % of them, against ~90 % at 64 tokens (RUN.md, "Session 25"): ~2 of its ~6 full views a step
 # were gist questions. So the full views are drawn by question kind (~2 detail + ~6 gist a step), and
 # the lab CLIP, whose transformer sees every visual token, trains as well (at no measurable cost a
-# step, diagnostics/clip_train_cost.log) at a quarter of the rate
-# (2,000 steps, not 3,000: ~6–8 s a step, so it and then phase 1a, the evaluation and the benchmark
-# fit in two sittings; session 27 restarted it after runs/ was lost)
+# step, diagnostics/clip_train_cost.log) at a quarter of the rate; 2,000 steps (~6–8 s a step) to fit two sittings
 PHASE0I = continued(PHASE0H, "phase0i", lr=4e-4, warmup=50, steps=2000, full_share=0.05, full_gist_share=0.3,
                     trainable=("compressor", "clip", "adapter", "projector", "llm"),
                     lr_scale={"adapter": 0.1, "clip": 0.25},
@@ -326,13 +324,10 @@ PHASE0K = continued(PHASE0J, "phase0k", steps=1400,
 PHASE0L = continued(PHASE0J, "phase0l", lr=2e-4, steps=1000,
                     description="downstream pre-training continued from the shipped weights: phase 0j's batches, "
                                 "as long as one sitting allows")
-# session 31: phase 0l shipped (SceneBench test full gist 80.9 -> 88.2 %, detail 78.7 -> 78.3 %; RUN.md
-# "Session 31"). The full view's detail looked bound by the top level's reading (val: 79 % of signs read
-# at the top level, others at minimum, and 80 % full-view detail; code 63 % on test), so its batches go
-# on from its (fp32) weights with more reading steps at the top level (0.3 -> 0.4; level 2 keeps 60 %
-# of them) under a lower peak still, one sitting again. Shipped in session 31 (full gist 90.1 %, detail
-# 79.2 %); on val the top level read better (82 %) but the full view's detail fell (75 %), so that
-# bound is not the whole story
+# session 31: phase 0l shipped (test full gist 88.2 %, detail 78.3 %; RUN.md "Session 31"). The full view's
+# detail looked bound by the top level's reading (val 79 % of signs, 80 % full-view detail), so more reading
+# steps at the top level (0.3 -> 0.4) under a lower peak still. Shipped (full gist 90.1 %, detail 79.2 %);
+# on val the top level read better (82 %) but the full view's detail fell (75 %): not the whole story
 PHASE0M = continued(PHASE0L, "phase0m", lr=1.5e-4, reading_top_share=0.4,
                     description="downstream pre-training continued from the shipped weights: phase 0l's batches, "
                                 "more of the top level")
@@ -341,6 +336,10 @@ PHASE0M = continued(PHASE0L, "phase0m", lr=1.5e-4, reading_top_share=0.4,
 # 700 steps at its peak from its fp32 weights, one sitting. Shipped in session 32: full detail 80.5 %, gist 90.3 %
 PHASE0N = continued(PHASE0M, "phase0n", steps=700, full_share=0.16, description="downstream pre-training "
                     "continued from the shipped weights: phase 0m's batches, twice the detail full views")
+# session 33: phase 0n moved test full detail 1.3 points (80.5 %), formula most (94 %), number (76 %) and
+# code (67 %) little: its batches, detail drawn code 44 %, number 33 %, formula 22 % (full views too)
+PHASE0O = continued(PHASE0N, "phase0o", detail_weights={"code": 2.0, "number": 1.5}, description="downstream "
+                    "pre-training continued from the shipped weights: phase 0n's batches, code and number first")
 
 PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PHASE0,
@@ -357,6 +356,7 @@ PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PHASE0L,
     PHASE0M,
     PHASE0N,
+    PHASE0O,
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
                 lr=2e-3, steps=600, detail_share=0.5, rephrase=0.5, global_relevance=1.0,
                 description="allocator pre-training on region labels and tiers"),
