@@ -207,3 +207,15 @@ def test_unknown_phrasing_is_an_input_error():
                  lambda: run_eval(None, "scenebench:test", ["arrcoc"], None, 1, "unused", phrasing="unseen")):
         with pytest.raises(InputError, match="seen.*heldout"):
             call()
+
+
+
+@pytest.mark.parametrize("module, dataset", [(scenebench, scenebench.SceneBench("test", n=120)),
+                                             (docsynth, docsynth.DocSynth("test", n=120))], ids=["scenebench", "docsynth"])
+def test_detail_families_are_exactly_the_fine_detail_questions(module, dataset):
+    """phrasing.DETAIL_FAMILIES (what PhaseConfig.detail_weights may weigh) names the families the
+    datasets ask as fine detail, and only those."""
+    samples = [dataset[i] for i in range(len(dataset))]
+    assert {s.family for s in samples if s.difficulty == "detail"} == set(module.DETAIL_FAMILIES)
+    assert all((s.difficulty == "detail") == (s.family in phrasing.DETAIL_FAMILIES) for s in samples)
+    assert set(phrasing.DETAIL_FAMILIES) <= set(phrasing.FAMILIES)

@@ -252,7 +252,7 @@ def test_count_share_draws_that_share_of_counting_questions(tiny):
 
 def test_detail_weights_weigh_the_detail_families_within_the_detail_share(tiny):
     """detail_weights: a weighted family is drawn that much more often among the detail questions,
-    the detail share kept; unset, the draw is the one runs were trained with; unknown families,
+    the detail share kept; unset, the draw is the one runs were trained with; unknown or gist families,
     weights ≤ 0 and weights without detail_share are refused, naming what exists."""
     pipe, data, cfg = tiny
     big = dataclasses.replace(cfg, batch_size=6)
@@ -270,6 +270,8 @@ def test_detail_weights_weigh_the_detail_families_within_the_detail_share(tiny):
                               sample_indices(data, dataclasses.replace(plain, detail_weights={}), s, big)) for s in range(3))
     with pytest.raises(InputError, match="known: .*'code'"):
         get_phase("phase0", detail_share=0.5, detail_weights={"kode": 2.0})
+    with pytest.raises(InputError, match="fine-detail families"):  # a gist family's weight would do nothing
+        get_phase("phase0", detail_share=0.5, detail_weights={"landmark": 2.0})
     with pytest.raises(InputError, match="detail_weights"):
         get_phase("phase0", detail_share=0.5, detail_weights={"code": 0.0})
     with pytest.raises(InputError, match="detail_weights"):

@@ -53,6 +53,7 @@ TEMPLATES = {
     "page": ["What is the page number?", "Which page is this?", "Read the page number."],
     "title": ["What is the title?", "What's the title of this document?", "Read the document title."],
 }
+DETAIL_FAMILIES = ("date", "revenue", "page", "title")  # small print: fine detail; the others gist
 
 
 def _pick(rng: np.random.Generator, options: list):

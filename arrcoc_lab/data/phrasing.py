@@ -31,7 +31,7 @@ from . import docsynth, scenebench
 from .phrasing_templates import (ASKING_PREFIXES, COMMAND_PREFIXES, HELDOUT, IDENTIFIERS,
                                  QUESTION_PREFIXES, SLOTS, STOP_WORDS, SUFFIX, TRAIN)
 
-__all__ = ["FAMILIES", "HELDOUT", "Phrase", "SPLITS", "content_words", "heldout_vocabulary", "parse",
+__all__ = ["DETAIL_FAMILIES", "FAMILIES", "HELDOUT", "Phrase", "SPLITS", "content_words", "heldout_vocabulary", "parse",
            "rephrase", "rephrase_samples", "stable_hash", "template_vocabulary", "train_size",
            "train_vocabulary"]
 
@@ -39,6 +39,7 @@ DATASET_TEMPLATES = {"scenebench": scenebench.TEMPLATES, "docsynth": docsynth.TE
 DATASET_OF = {fam: name for name, tpl in DATASET_TEMPLATES.items() for fam in tpl}  # family -> dataset
 TEMPLATES = {fam: t for tpl in DATASET_TEMPLATES.values() for fam, t in tpl.items()}
 FAMILIES = tuple(DATASET_OF)
+DETAIL_FAMILIES = scenebench.DETAIL_FAMILIES + docsynth.DETAIL_FAMILIES  # the fine-detail questions' families
 SPLITS = ("train", "heldout")
 SOURCES = ("template", "heldout", "train")  # what parse matches, in this order
 FIELD_PATTERNS = {"colour": "|".join(scenebench.SIGNS), "q": "[1-4]"}  # values the datasets use

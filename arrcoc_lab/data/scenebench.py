@@ -79,6 +79,7 @@ TEMPLATES = {
     "number": ["What number is on the {colour} sign?", "Read the number on the {colour} sign.",
                "Which number does the {colour} sign show?"],
 }
+DETAIL_FAMILIES = ("formula", "number", "code")  # the sign families: fine detail; the others gist
 
 
 # ---------------------------------------------------------------- scene content

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from ..data.phrasing import FAMILIES
+from ..data.phrasing import DETAIL_FAMILIES
 from ..errors import InputError
 from ..modeling.trace import FROZEN_STAGES, STAGES
 
@@ -58,7 +58,7 @@ class PhaseConfig:
     # rows; sampling.COUNT_FAMILIES), the gist rest from the others; None = as in the data. Needs
     # detail_share. ~5 a step in phase 0 stayed at the prior; 32 a step alone learned it (RUN.md, "Session 17")
     count_share: float | None = None
-    # detail families weighed within detail_share (data.phrasing.FAMILIES; others weigh 1): {"code": 2.0} draws
+    # detail families weighed within detail_share (data.phrasing.DETAIL_FAMILIES; others weigh 1): {"code": 2.0} draws
     # each code question twice as often as a formula one. Needs detail_share (RUN.md, "Session 32")
     detail_weights: dict[str, float] = field(default_factory=dict)
     # the answer loss of each gist (not fine-detail) sample counts this many times a detail sample's,
@@ -135,9 +135,9 @@ class PhaseConfig:
                              f"- spot_share], got {self.count_share} with detail_share {self.detail_share} and "
                              f"spot_share {self.spot_share}")
         w = self.detail_weights = dict(self.detail_weights)
-        if set(w) - set(FAMILIES) or any(not v > 0 for v in w.values()) or (w and self.detail_share is None):
-            raise InputError(f"phase {self.name}: detail_weights takes positive weights of question families (known: "
-                             f"{list(FAMILIES)}) and needs detail_share, got {self.detail_weights} with {self.detail_share}")
+        if set(w) - set(DETAIL_FAMILIES) or any(not v > 0 for v in w.values()) or (w and self.detail_share is None):
+            raise InputError(f"phase {self.name}: detail_weights takes positive weights of fine-detail families (known: "
+                             f"{list(DETAIL_FAMILIES)}) and needs detail_share, got {self.detail_weights} with {self.detail_share}")
         if not 0.0 <= self.high_res_steps <= 1.0:
             raise InputError(f"phase {self.name}: high_res_steps must be in [0, 1], got {self.high_res_steps}")
         for name in ("reading_steps", "reading_top_until", "reading_top_share", "reading_jitter", "gist_jitter", "question_states",
