@@ -359,8 +359,9 @@ def test_the_gallery_is_the_shipped_examples_whatever_the_preset():
 
 def test_ctrl_c_stops_the_demo_cleanly(tmp_path):
     """`arrcoc-lab demo` started as a user starts it, on a free port with the tiny preset's random
-    weights: once it serves, SIGINT (Ctrl+C) stops it within 20 s, exit status 0, no traceback, and
-    nothing written where it was started."""
+    weights: once it serves, SIGINT (Ctrl+C) stops it, exit status 0, no traceback, and nothing
+    written where it was started. (Within 60 s: it stops in a few seconds alone, but a full suite on
+    two loaded cores once took longer than the 20 s this allowed before.)"""
     import signal
     import subprocess
     import sys
@@ -387,7 +388,7 @@ def test_ctrl_c_stops_the_demo_cleanly(tmp_path):
             assert client.get("/").status_code == 200  # it serves
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
+        out, err = proc.communicate(timeout=60)
         stopped_in = time.monotonic() - t0
     finally:
         if proc.poll() is None:
@@ -395,5 +396,5 @@ def test_ctrl_c_stops_the_demo_cleanly(tmp_path):
             proc.communicate()
     assert proc.returncode == 0, err[-3000:]
     assert "Traceback" not in err and "examples unavailable" not in err, err[-3000:]
-    assert "ARR-COC Lab demo stopped." in out and stopped_in < 20
+    assert "ARR-COC Lab demo stopped." in out and stopped_in < 60
     assert not list(tmp_path.iterdir())  # no .gradio/ or other files in the folder it was started from
