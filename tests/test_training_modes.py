@@ -483,7 +483,8 @@ def test_rephrase_trains_on_many_phrasings_of_the_same_question(tiny):
 
 
 def test_micro_batches_give_the_whole_batchs_gradient(tiny):
-    """A reading step cut into token-sorted chunks accumulates exactly the whole batch's gradient."""
+    """A reading step cut into token-sorted chunks accumulates exactly the whole batch's gradient,
+    and its logged answer means per difficulty and family are the whole batch's."""
     import contextlib
     from types import SimpleNamespace
 
@@ -508,7 +509,10 @@ def test_micro_batches_give_the_whole_batchs_gradient(tiny):
         m.zero_grad(set_to_none=True)
         if n == 1:
             whole = float(terms["answer"].detach())
+            groups = {k: float(v) for k, v in out.items() if k.startswith("_answer_")}
     assert abs(float(terms["answer"]) - whole) < 1e-4
+    # the logged per-difficulty and per-family means are the whole batch's too, whatever each chunk holds
+    assert len(groups) > 3 and all(abs(float(out[k]) - v) < 1e-4 for k, v in groups.items())
     # atol relative to each tensor's largest gradient (the zero-initialised question projection's are ~10³)
     assert all(torch.allclose(a, b, atol=1e-5 * max(1.0, float(a.abs().max())), rtol=1e-4) for a, b in zip(*grads))
     m.requires_grad_(False)

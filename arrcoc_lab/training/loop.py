@@ -134,18 +134,23 @@ def _backward(acc, wrapped, batch: dict, phase: PhaseConfig, step: int, share: f
 
 
 def _merge(outs: list[tuple[float, dict]]) -> tuple[dict, dict]:
-    """One step's outputs from its chunks: loss terms and logged means weighted by chunk share,
-    levels and predictions concatenated in chunk order."""
+    """One step's outputs from its chunks: loss terms and logged means weighted by chunk share, a
+    group's answer mean (`_answer_<difficulty or family>`) by the group's samples in each chunk
+    (`_count_…`; by share the full-view chunk's few would weigh as much as a whole chunk), levels
+    and predictions concatenated in chunk order."""
     if len(outs) == 1:
         out = outs[0][1]
         return out, {k: v for k, v in out.items() if not k.startswith("_")}
     merged: dict = {}
     for k in dict.fromkeys(k for _, o in outs for k in o):  # every chunk's keys (a gist-only chunk has no _answer_detail)
-        vals = [(w, o[k]) for w, o in outs if k in o]
+        group = k.startswith("_answer_") and f"_count_{k[len('_answer_'):]}"
+        vals = [(o[group] if group and group in o else w, o[k]) for w, o in outs if k in o]
         if k == "_levels":
             merged[k] = torch.cat([v for _, v in vals])
         elif k == "_pred":
             merged[k] = [p for _, v in vals for p in v]
+        elif k.startswith("_count_"):
+            merged[k] = sum(v for _, v in vals)
         elif torch.is_tensor(vals[0][1]) and vals[0][1].dim() == 0:
             merged[k] = sum(w * v.detach() for w, v in vals) / sum(w for w, _ in vals)
         else:

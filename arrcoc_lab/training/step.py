@@ -73,10 +73,10 @@ class TrainStep(nn.Module):
             if "detail" in batch:  # logged apart: gist questions dominate the mean and hide whether text is read
                 for name, sel in (("detail", batch["detail"]), ("gist", ~batch["detail"])):
                     if sel.any():
-                        out[f"_answer_{name}"] = per.detach()[sel].mean()
+                        out[f"_answer_{name}"], out[f"_count_{name}"] = per.detach()[sel].mean(), sel.sum()
             for fam in sorted(set(batch.get("families", []))):  # per question family (landmark, code, date, …)
                 sel = torch.tensor([f == fam for f in batch["families"]], device=per.device)
-                out[f"_answer_{fam}"] = per.detach()[sel].mean()
+                out[f"_answer_{fam}"], out[f"_count_{fam}"] = per.detach()[sel].mean(), sel.sum()
         if self.reader is not None:
             r = self.reader(tr.visual, region_tokens(tr.tokens.cells, batch["target_cells"]), batch["answers"])
             out["read"] = r.loss.mean()  # mean over all samples (0 without a region), as DDP averages local means
