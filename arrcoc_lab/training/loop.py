@@ -143,8 +143,8 @@ def _merge(outs: list[tuple[float, dict]]) -> tuple[dict, dict]:
         return out, {k: v for k, v in out.items() if not k.startswith("_")}
     merged: dict = {}
     for k in dict.fromkeys(k for _, o in outs for k in o):  # every chunk's keys (a gist-only chunk has no _answer_detail)
-        group = k.startswith("_answer_") and f"_count_{k[len('_answer_'):]}"
-        vals = [(o[group] if group and group in o else w, o[k]) for w, o in outs if k in o]
+        count = f"_count_{k[len('_answer_'):]}" if k.startswith("_answer_") else None  # a group's mean: by its samples
+        vals = [(o.get(count, w), o[k]) for w, o in outs if k in o]
         if k == "_levels":
             merged[k] = torch.cat([v for _, v in vals])
         elif k == "_pred":
