@@ -337,7 +337,7 @@ PHASE0M = continued(PHASE0L, "phase0m", lr=1.5e-4, reading_top_share=0.4,
 PHASE0N = continued(PHASE0M, "phase0n", steps=700, full_share=0.16, description="downstream pre-training "
                     "continued from the shipped weights: phase 0m's batches, twice the detail full views")
 # session 33: phase 0n moved test full detail 1.3 points (80.5 %), formula most, number (76 %) and code (67 %)
-# little: its batches, SceneBench detail drawn code 32 / number 41 / formula 27 % (was 23 / 39 / 38). Shipped: 84.2 %
+# little: its batches, SceneBench detail drawn code 36 / number 38 / formula 26 % (was 26 / 36 / 39). Shipped: 84.2 %
 PHASE0O = continued(PHASE0N, "phase0o", detail_weights={"code": 2.0, "number": 1.5}, description="downstream "
                     "pre-training continued from the shipped weights: phase 0n's batches, code and number first")
 
