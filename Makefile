@@ -54,8 +54,8 @@ define phase_from
 $(call fresh,$(1))
 $(LAB_RUN) $(1) $(LAB_COMMON) $(2) -p init_from $<
 endef
-# a phase-0 continuation (phase0b to phase0o): $(1) the phase, $(2) its step count, at phase 0's batch
-phase0_from = $(call phase_from,$(1),$(call steps,$(2)) -p batch_size $(LAB_BATCH_PHASE0))
+# a phase-0 continuation (phase0b to phase0p): $(1) the phase, $(2) its step count, at phase 0's batch; $(3) more options
+phase0_from = $(call phase_from,$(1),$(call steps,$(2)) -p batch_size $(LAB_BATCH_PHASE0) $(3))
 
 runs/lab/phase0/model.safetensors: | $(STAMP)
 	$(LAB_RUN) phase0 $(LAB_COMMON) $(call steps,$(LAB_STEPS_PHASE0)) -p batch_size $(LAB_BATCH_PHASE0)
@@ -93,6 +93,9 @@ runs/lab/phase0n/model.safetensors: runs/lab/phase0m/model.safetensors
 # phase 0n's batches from its weights, code and number first (shipped in session 33)
 runs/lab/phase0o/model.safetensors: runs/lab/phase0n/model.safetensors
 	$(call phase0_from,phase0o,$(LAB_STEPS_PHASE0O))
+# phase 0o's draw from its weights with new samples: seed 1, as phases 0j to 0o all drew seed 0's (session 34)
+runs/lab/phase0p/model.safetensors: runs/lab/phase0o/model.safetensors
+	$(call phase0_from,phase0p,$(LAB_STEPS_PHASE0P),-p seed 1)
 runs/lab/phase1/model.safetensors: runs/lab/phase1a/model.safetensors
 	$(call phase_from,phase1,$(call steps,$(LAB_STEPS)))
 runs/lab/phase2/model.safetensors: runs/lab/phase1/model.safetensors

@@ -96,6 +96,11 @@ PHASES = {
                                "with the fine-detail draw weighted to the weak families (code 2, number 1.5, formula 1; "
                                "their full views with them): the full view's detail is the one bar missed, and phase 0n "
                                "lifted formula most (reports/lab/RUN.md, \"Session 32\")."),
+    "10p_phase0p_downstream": ("phase0p", "Phase 0p — downstream pre-training: phase 0o's draw, new samples",
+                               "Phase 0o's draw from its shipped weights, 700 steps under its peak of 1.5 × 10⁻⁴, "
+                               "run with seed 1: phases 0j to 0n, all seed 0, replayed one another's (step, sample) "
+                               "pairs, and the full view's misreads are look-alike glyphs, which more distinct signs "
+                               "should teach apart (reports/lab/RUN.md, \"Session 33\")."),
     "11_phase1a_allocator_pretrain": ("phase1a", "Phase 1-A — allocator pre-training on region labels",
                                       "The relevance analyzer learns which cells hold the question's target region "
                                       "(binary cross-entropy per cell) and the tier classifier learns gist → fast, "

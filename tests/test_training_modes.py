@@ -382,6 +382,8 @@ def test_segments_change_the_batches_from_their_step_on(tiny):
     assert (fifteenth.steps, fifteenth.lr) == (fourteenth.steps, fourteenth.lr) and not fourteenth.detail_weights
     assert fifteenth.detail_weights["code"] > fifteenth.detail_weights["number"] > 1
     assert all(getattr(fifteenth, f) == getattr(fourteenth, f) for f in SEGMENT_FIELDS if f != "detail_weights")
+    sixteenth = get_phase("phase0p")  # session 34: phase 0o's draw, new samples (its run passes seed 1)
+    assert dataclasses.replace(sixteenth, name="phase0o", description="") == dataclasses.replace(fifteenth, description="")
     two = get_phase("phase0", segments=((100, {"reading_jitter": 0.5}), (200, {"question_states": 1.0})))
     assert [two.at(s).reading_jitter for s in (99, 100, 300)] == [0.0, 0.5, 0.5]  # a later segment keeps what an
     assert [two.at(s).question_states for s in (199, 200)] == [0.0, 1.0]           # earlier one set

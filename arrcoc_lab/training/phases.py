@@ -271,9 +271,8 @@ PHASE0C = continued(PHASE0B, "phase0c", lr=4e-4, warmup=100, steps=3000, full_st
 # 64 tokens give) and less counting (86 % on val)
 PHASE0D = continued(PHASE0C, "phase0d", lr=4e-4, warmup=50, steps=1500, detail_share=0.65, count_share=0.05,
                     description="downstream pre-training continued: more fine detail")
-# session 20: phase 0d read level 2 in 31 % of val reading views (phase 0c 20 %), the top level in 59 %,
-# full views in 29 % and landmark and city in 54 % (38 %), all still rising (RUN.md, "Session 20"):
-# its batches go on under a learning rate of their own, longer (a run across sessions)
+# session 20: phase 0d read val level 2 in 31 % of reading views (0c 20 %), full views 29 %, landmark and
+# city 54 % (38 %), all still rising (RUN.md, "Session 20"): its batches go on, longer
 PHASE0E = continued(PHASE0D, "phase0e", lr=4e-4, warmup=50, steps=2500,
                     description="downstream pre-training continued: phase 0d's batches, longer")
 # session 21: 64 tokens give a sign level 2, which limits detail at 64 (phase 0e read 43 % of val
@@ -282,9 +281,8 @@ PHASE0E = continued(PHASE0D, "phase0e", lr=4e-4, warmup=50, steps=2500,
 # ~40 level-2 signs a step instead of ~30, at ~1.7-2.0 s a step instead of ~2.7-3.0
 PHASE0F = continued(PHASE0E, "phase0f", lr=4e-4, warmup=50, steps=3000, reading_top_share=0.05, full_share=0.02,
                     detail_share=0.7, description="downstream pre-training continued: level 2 first")
-# session 22: phase 0f read level 2 in 60 % of val reading views (phase 0e 43 %), the top level in 73 %,
-# full views in 57 %, landmark and city in 66 % (59 %), count 92 % (RUN.md, "Session 22"): level 2
-# still rising fast, so its batches go on under a learning rate of their own (a run across sessions)
+# session 22: phase 0f read val level 2 in 60 % of reading views (0e 43 %), the top level 73 %, full views
+# 57 % (RUN.md, "Session 22"): level 2 still rising fast, so its batches go on, longer
 PHASE0G = continued(PHASE0F, "phase0g", lr=4e-4, warmup=50, steps=3000,
                     description="downstream pre-training continued: phase 0f's batches, longer")
 # session 23: phase 0g -> phase 1a met every bar at 64 tokens but `full`'s (detail 57 %, gist 64 %
@@ -311,10 +309,8 @@ PHASE0I = continued(PHASE0H, "phase0i", lr=4e-4, warmup=50, steps=2000, full_sha
 PHASE0J = continued(PHASE0I, "phase0j", lr=2.5e-4, warmup=30, steps=600, full_share=0.08,
                     description="downstream pre-training continued from the shipped weights: phase 0i's batches, "
                                 "one sitting")
-# session 29: phase 0j (600 steps) lifted SceneBench test's full-view gist from 80.9 to 85.4 % but its
-# detail fell from 78.7 to 76.3 % (RUN.md, "Session 29"); in phase 0i the full view's landmark and
-# city went on rising to step 2,000. So phase 0j's batches go on, longer, from its weights: 600 + 1,400
-# steps, phase 0i's length
+# session 29: phase 0j lifted test full-view gist 80.9 -> 85.4 % but detail fell 78.7 -> 76.3 % (RUN.md,
+# "Session 29"); in phase 0i full-view gist rose to step 2,000. So its batches go on: 600 + 1,400 steps
 PHASE0K = continued(PHASE0J, "phase0k", steps=1400,
                     description="downstream pre-training continued: phase 0j's batches, longer")
 # session 30: runs/ was lost a third time between sittings (phase0k at its step 500 with it), so a phase
@@ -331,15 +327,18 @@ PHASE0L = continued(PHASE0J, "phase0l", lr=2e-4, steps=1000,
 PHASE0M = continued(PHASE0L, "phase0m", lr=1.5e-4, reading_top_share=0.4,
                     description="downstream pre-training continued from the shipped weights: phase 0l's batches, "
                                 "more of the top level")
-# session 32: the one bar missed after phase 0m is the full view's detail (79.2 %), which on val did not follow
-# top-level reading (RUN.md "Session 31"): twice the detail full views a step (~7), gist full views as they were,
-# 700 steps at its peak from its fp32 weights, one sitting. Shipped in session 32: full detail 80.5 %, gist 90.3 %
+# session 32: the one bar missed after phase 0m is full detail (79.2 %), which on val did not follow top-level
+# reading (RUN.md "Session 31"): twice the detail full views (~7 a step), 700 steps. Shipped: detail 80.5 %
 PHASE0N = continued(PHASE0M, "phase0n", steps=700, full_share=0.16, description="downstream pre-training "
                     "continued from the shipped weights: phase 0m's batches, twice the detail full views")
 # session 33: phase 0n moved test full detail 1.3 points (80.5 %), formula most, number (76 %) and code (67 %)
 # little: its batches, SceneBench detail drawn code 36 / number 38 / formula 26 % (was 26 / 36 / 39). Shipped: 84.2 %
 PHASE0O = continued(PHASE0N, "phase0o", detail_weights={"code": 2.0, "number": 1.5}, description="downstream "
                     "pre-training continued from the shipped weights: phase 0n's batches, code and number first")
+# session 34: phases 0j-0n replayed one another's (step, sample) pairs (all seed 0; diagnostics/batch_overlap.log),
+# and the full view misreads look-alike glyphs (full_view_errors.log): phase 0o's draw with new samples (seed 1)
+PHASE0P = continued(PHASE0O, "phase0p", description="downstream pre-training continued from the shipped weights: "
+                    "phase 0o's draw, new samples (run with seed 1)")
 
 PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PHASE0,
@@ -357,6 +356,7 @@ PHASES: dict[str, PhaseConfig] = {p.name: p for p in (
     PHASE0M,
     PHASE0N,
     PHASE0O,
+    PHASE0P,
     PhaseConfig("phase1a", ("relevance", "allocator"), {"relevance": 1.0, "tier": 0.5}, allocation="none",
                 lr=2e-3, steps=600, detail_share=0.5, rephrase=0.5, global_relevance=1.0,
                 description="allocator pre-training on region labels and tiers"),
