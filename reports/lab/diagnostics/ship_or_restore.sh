@@ -5,7 +5,8 @@
 # the shipped weights meet is still met; 64-token `arrcoc` gist and detail and `full` gist and detail
 # each at most 1 point below the shipped (1 point is ~6 of SceneBench test's 600 detail questions, half
 # a binomial standard error); and `full` closer to its bars (90 % gist, 85 % detail) by at least 1
-# point, the two shortfalls summed. Ships: the model card gets the table (export --evaluation).
+# point, the two shortfalls summed, or at them (session 34: a shortfall under 1 point could not
+# shrink by 1, so a candidate meeting every bar was refused). Ships: the model card gets the table.
 # Else: the candidate's evaluation is kept in OUT (default runs/lab/<name>_evaluation) and the shipped
 # weights and reports/lab/evaluation/ are restored from git. Exit 0 shipped, 3 not shipped, 1 failed.
 # Usage: bash reports/lab/diagnostics/ship_or_restore.sh runs/lab/phase0k/model.safetensors [OUT]
@@ -36,7 +37,7 @@ lost = [b for b, v in old["bars"].items() if v["met"] and not new["bars"].get(b,
 print(f"bars lost: {lost or 'none'}")
 tol = 0.01
 ok = (not lost and min(ng - og, nd - od, mg - fg, md - fd) >= -tol - 1e-9
-      and short(mg, md) <= short(fg, fd) - tol + 1e-9)
+      and short(mg, md) <= max(0.0, short(fg, fd) - tol) + 1e-9)
 print("ships" if ok else "not shipped")
 sys.exit(0 if ok else 3)
 PY
