@@ -76,7 +76,7 @@ runs/lab/phase0h/model.safetensors: $(LAB_PHASE0H_INIT)
 runs/lab/phase0i/model.safetensors: $(LAB_PHASE0I_INIT)
 	$(call phase0_from,phase0i,$(LAB_STEPS_PHASE0I))
 # the phase-0 continuation that phase 1a starts from: phase0h's (the shipped downstream then trains on
-# in phases 0l to 0o, below); `make train-lab LAB_DOWNSTREAM=phase0i` starts it from phase0i's instead
+# in phases 0l to 0p, below); `make train-lab LAB_DOWNSTREAM=phase0i` starts it from phase0i's instead
 LAB_DOWNSTREAM ?= phase0h
 runs/lab/phase1a/model.safetensors: runs/lab/$(LAB_DOWNSTREAM)/model.safetensors
 	$(call phase_from,phase1a,$(call steps,$(LAB_STEPS_PHASE1A)))
@@ -93,7 +93,7 @@ runs/lab/phase0n/model.safetensors: runs/lab/phase0m/model.safetensors
 # phase 0n's batches from its weights, code and number first (shipped in session 33)
 runs/lab/phase0o/model.safetensors: runs/lab/phase0n/model.safetensors
 	$(call phase0_from,phase0o,$(LAB_STEPS_PHASE0O))
-# phase 0o's draw from its weights with new samples: seed 1, as phases 0j to 0o all drew seed 0's (session 34)
+# phase 0o's draw from its weights with new samples: seed 1, as phases 0j to 0o all drew seed 0's (shipped in session 34)
 runs/lab/phase0p/model.safetensors: runs/lab/phase0o/model.safetensors
 	$(call phase0_from,phase0p,$(LAB_STEPS_PHASE0P),-p seed 1)
 runs/lab/phase1/model.safetensors: runs/lab/phase1a/model.safetensors
@@ -102,11 +102,11 @@ runs/lab/phase2/model.safetensors: runs/lab/phase1/model.safetensors
 	$(call phase_from,phase2,$(call steps,$(LAB_STEPS)))
 runs/lab/phase3/model.safetensors: runs/lab/phase2/model.safetensors
 	$(call phase_from,phase3,$(call steps,$(LAB_STEPS)))
-# The phase whose weights are shipped: phase 0o since session 33 (phase 1a's analyzer and allocator,
-# the downstream trained on by phases 0l, 0m, 0n and 0o); phase 1a alone from session 19, as phases 1-3 (Gumbel allocator,
+# The phase whose weights are shipped: phase 0p since session 34 (phase 1a's analyzer and allocator,
+# the downstream trained on by phases 0l to 0p); phase 1a alone from session 19, as phases 1-3 (Gumbel allocator,
 # CLIP, end to end) lowered val fine detail from 15 % to 6 % and the downstream's reading of signs
 # (reports/lab/RUN.md, "Session 19"); `make train-lab LAB_LAST=phase3` runs and ships them.
-LAB_LAST ?= phase0o
+LAB_LAST ?= phase0p
 # export writes the shipped folder (weights, config.json, model card); once evaluated, the card gets its table
 runs/lab/export.done: runs/lab/$(LAB_LAST)/model.safetensors
 	$(PY) -m arrcoc_lab export $<
